@@ -87,6 +87,10 @@ class Activation:
         kaa, kbb, kab = np.broadcast_arrays(*(np.asarray(v, dtype=float) for v in (kaa, kbb, kab)))
         return self._pair_quadrature(kaa, kbb, kab)
 
+    def kernel(self, kaa, kbb, kab):
+        """G(kaa, kbb, kab) = E[phi(u_a) phi(u_b)] only (Eq. 2.1), no derivatives."""
+        return self.pair(kaa, kbb, kab)[0]
+
     def diag(self, k):
         """g(k) = E[phi(u)^2], g'(k) for u ~ N(0, k)."""
         k = np.asarray(k, dtype=float)
@@ -132,6 +136,10 @@ class Activation:
 
 class _Erf(Activation):
     """phi = erf: arcsine kernel G = (2/pi) arcsin(2kab / sqrt((1+2kaa)(1+2kbb))) (Eq. 2.4)."""
+
+    def kernel(self, kaa, kbb, kab):
+        x = 2.0 * np.asarray(kab, dtype=float) / np.sqrt((1.0 + 2.0 * np.asarray(kaa)) * (1.0 + 2.0 * np.asarray(kbb)))
+        return (2.0 / math.pi) * np.arcsin(np.clip(x, -1.0, 1.0))
 
     def pair(self, kaa, kbb, kab):
         kaa, kbb, kab = np.broadcast_arrays(*(np.asarray(v, dtype=float) for v in (kaa, kbb, kab)))
@@ -182,6 +190,9 @@ class _Relu(Activation):
 
 class _Linear(Activation):
     """phi = u: G = kab (Eq. 2.6)."""
+
+    def kernel(self, kaa, kbb, kab):
+        return np.array(np.broadcast_arrays(kaa, kbb, np.asarray(kab, dtype=float))[2], dtype=float)
 
     def pair(self, kaa, kbb, kab):
         kaa, kbb, kab = np.broadcast_arrays(*(np.asarray(v, dtype=float) for v in (kaa, kbb, kab)))

@@ -1,0 +1,40 @@
+"""Typer options shared by the sub-commands (one definition of each network parameter)."""
+from __future__ import annotations
+
+import json
+import sys
+
+import typer
+
+from ..network import ResNet
+
+Depth = typer.Option(100, "--depth", "-L", help="Number of residual blocks L.")
+Alpha = typer.Option(0.1, "--alpha", help="Residual scaling alpha.")
+SigmaW2 = typer.Option(1.0, "--sigma-w2", help="Block weight variance (W ~ N(0, sigma_w2/N)).")
+SigmaB2 = typer.Option(0.0, "--sigma-b2", help="Block bias variance.")
+SigmaIn2 = typer.Option(1.0, "--sigma-in2", help="Input-layer weight variance (W0 ~ N(0, sigma_in2/d)).")
+SigmaBin2 = typer.Option(0.0, "--sigma-bin2", help="Input-layer bias variance.")
+ActivationOpt = typer.Option("erf", "--activation", "-a", help="erf | tanh | relu | linear | gelu.")
+Block = typer.Option("full", "--block", "-b", help="full | reduced | feedforward.")
+C0 = typer.Option(0.9, "--c0", help="Input correlation c0 in [-1, 1].")
+Q0 = typer.Option(1.0, "--q0", help="Input norm q0 > 0 (kernel diagonal at layer 0).")
+Json = typer.Option(False, "--json", help="Print machine-readable JSON instead of a table.")
+
+
+def make_net(depth, alpha, sigma_w2, sigma_b2, sigma_in2, sigma_bin2, activation, block) -> ResNet:
+    """Build a ResNet, turning a validation error into a clean CLI error (exit code 2)."""
+    try:
+        return ResNet(depth=depth, alpha=alpha, sigma_w2=sigma_w2, sigma_b2=sigma_b2,
+                      sigma_in2=sigma_in2, sigma_bin2=sigma_bin2, activation=activation, block=block)
+    except ValueError as exc:
+        fail(str(exc))
+
+
+def fail(message: str):
+    typer.echo(f"Error: {message}", err=True)
+    raise typer.Exit(code=2)
+
+
+def print_json(obj) -> None:
+    json.dump(obj, sys.stdout, indent=2, default=float)
+    sys.stdout.write("\n")

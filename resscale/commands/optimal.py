@@ -1,0 +1,66 @@
+"""``resscale optimal``: optimal residual scaling alpha* on built-in defaults."""
+from __future__ import annotations
+
+import math
+import warnings
+from pathlib import Path
+from typing import Optional
+
+import typer
+
+from . import _options as o
+
+
+def register(app: typer.Typer) -> None:
+    @app.command()
+    def optimal(
+        depth: int = o.Depth, sigma_w2: float = o.SigmaW2, sigma_b2: float = o.SigmaB2,
+        activation: str = o.ActivationOpt, block: str = o.Block, c0: float = o.C0, q0: float = o.Q0,
+        width: Optional[int] = typer.Option(None, "--width", "-N",
+                                            help="Finite width N: maximise the 1/N-corrected S_N."),
+        alpha_min: float = typer.Option(1e-4, help="Lower end of the alpha scan."),
+        alpha_max: float = typer.Option(1e2, help="Upper end of the alpha scan."),
+        n_grid: int = typer.Option(200, help="Log-spaced scan points before refinement."),
+        plot: Path = typer.Option(Path("resscale_optimal.png"), help="PNG of S(alpha) with alpha* marked."),
+        no_plot: bool = typer.Option(False, "--no-plot", help="Do not write the PNG."),
+        json_out: bool = o.Json,
+    ):
+        """Find alpha* = argmax S(alpha), S = dc^L/dc^0 (two inputs of norm q0, correlation c0)."""
+        from ..optimal_alpha import NoInteriorMaximumWarning, optimal_alpha
+
+        net = o.make_net(depth, 0.0, sigma_w2, sigma_b2, 1.0, 0.0, activation, block)
+        try:
+            with warnings.catch_warnings():
+                warnings.simplefilter("ignore", NoInteriorMaximumWarning)
+                res = optimal_alpha(net, c0, q0, width=width, alpha_range=(alpha_min, alpha_max),
+                                    n_grid=n_grid)
+        except (ValueError, OverflowError) as exc:
+            o.fail(str(exc))
+        png = None
+        if not no_plot:
+            from ..plotting import plot_sensitivity
+            png = plot_sensitivity(res, net, c0, q0, plot)
+        if json_out:
+            out = {"network": {k: v for k, v in net.to_dict().items() if k != "alpha"},
+                   "c0": c0, "q0": q0, **res.to_dict(), "plot": png}
+            o.print_json(out)
+            return
+        from rich.console import Console
+        from rich.table import Table
+
+        t = Table(title=f"Optimal residual scaling: {block} block, {net.phi.name}, L = {depth}, "
+                        f"sigma_w2 = {sigma_w2:g}, c0 = {c0:g}, q0 = {q0:g}"
+                        + (f", N = {width}" if width else ""))
+        t.add_column("quantity")
+        t.add_column("value", justify="right")
+        fmt = lambda x: "n/a" if not math.isfinite(x) else f"{x:.6g}"  # noqa: E731
+        t.add_row("alpha* (numerical argmax)", fmt(res.alpha))
+        t.add_row("alpha* (analytic, sqrt(T*/L))", fmt(res.alpha_analytic))
+        t.add_row("sensitivity S(alpha*)", fmt(res.sensitivity))
+        t.add_row("T* = alpha*^2 L (continuum)", fmt(res.T_star))
+        con = Console()
+        con.print(t)
+        con.print(res.message)
+        con.print(f"analytic: {res.analytic_note}")
+        if png:
+            con.print(f"plot written to {png}")

@@ -1,0 +1,157 @@
+"""Mean-field kernel recursion (docs/theory.md, Sec. 3).
+
+At infinite width the empirical kernel Khat^l_ab = (1/N) sum_i h^l_ia h^l_ib
+converges to the deterministic K^l given by (G(K)_ab = E[phi(u_a) phi(u_b)],
+u ~ N(0, K); mu(K)_a = E[phi(u_a)]):
+
+    full         K^l = K^{l-1} + alpha^2 (sigma_w2 G(K^{l-1}) + sigma_b2)                 (Eq. 3.1)
+    reduced      Z   = sigma_w2 K^{l-1} + sigma_b2
+                 K^l = K^{l-1} + alpha (m mu(Z)^T + mu(Z) m^T) + alpha^2 G(Z)             (Eq. 3.2)
+                 m^l = m^{l-1} + alpha mu(Z)                                             (Eq. 3.3)
+    feedforward  K^l = sigma_w2 G(K^{l-1}) + sigma_b2                                    (Eq. 3.4)
+
+with K^0 from :func:`resscale.inputs.input_kernel` and m^0 = 0. m is the mean of
+the residual stream (non-zero only for the reduced block with non-odd phi).
+
+Log space (Eq. 3.5): for positively homogeneous phi (relu, linear) the map is
+1-homogeneous, so the recursion runs on the normalised K~ = e^{-s} K, m~ =
+e^{-s/2} m with a running log-scale s (biases enter as sigma_b2 e^{-s}); depth
+10^4 with exploding kernels stays finite. For other activations s = 0.
+"""
+from __future__ import annotations
+
+from dataclasses import dataclass
+
+import numpy as np
+
+from .inputs import input_kernel
+
+_RENORM = 1e50  # renormalise the homogeneous recursion once the diagonal leaves [1/_RENORM, _RENORM]
+
+
+def pair_matrix(phi, K, grad=False):
+    """G(K) for a (..., P, P) kernel, optionally with its local derivatives (Eq. 2.1-2.3).
+
+    Returns G, or (G, A, Ba, Bb) where for a != b
+        A_ab = dG_ab/dK_ab, Ba_ab = dG_ab/dK_aa, Bb_ab = dG_ab/dK_bb,
+    and on the diagonal A_aa = g'(K_aa) (the total derivative of G_aa = g(K_aa)),
+    Ba_aa = Bb_aa = 0. So the tangent is dG = tangent_G(dK, A, Ba, Bb).
+    """
+    d = np.diagonal(K, axis1=-2, axis2=-1)
+    kaa, kbb = d[..., :, None], d[..., None, :]
+    P = K.shape[-1]
+    idx = np.arange(P)
+    sym = not phi.closed_form  # quadrature is exact only up to rounding in a <-> b: symmetrise
+    if not grad:
+        G = phi.kernel(kaa, kbb, K)
+        if sym:
+            G = 0.5 * (G + np.swapaxes(G, -1, -2))
+        G[..., idx, idx] = phi.diag(d)[0]
+        return G
+    G, Ba, Bb, A = (np.array(x) for x in phi.pair(kaa, kbb, K))
+    if sym:
+        G = 0.5 * (G + np.swapaxes(G, -1, -2))
+        A = 0.5 * (A + np.swapaxes(A, -1, -2))
+        Ba = 0.5 * (Ba + np.swapaxes(Bb, -1, -2))
+        Bb = np.swapaxes(Ba, -1, -2).copy()
+    g, dg = phi.diag(d)
+    G[..., idx, idx] = g
+    A[..., idx, idx] = dg
+    Ba[..., idx, idx] = 0.0
+    Bb[..., idx, idx] = 0.0
+    return G, A, Ba, Bb
+
+
+@dataclass
+class KernelTrajectory:
+    """Output of :func:`kernel_recursion`.
+
+    ``kernels`` are the normalised K~^l and ``means`` m~^l; the true values are
+    K^l = exp(log_scale[l]) K~^l and m^l = exp(log_scale[l]/2) m~^l (Eq. 3.5).
+    Arrays carry a leading layer axis (L+1) when ``all_layers`` was requested.
+    """
+
+    kernels: np.ndarray
+    means: np.ndarray
+    log_scale: np.ndarray
+
+    def true_kernels(self) -> np.ndarray:
+        """exp(log_scale) K~; raises OverflowError when float64 cannot hold K."""
+        ls = np.asarray(self.log_scale)
+        if np.any(ls > 700.0):
+            raise OverflowError(
+                f"the mean-field kernel exceeds the float64 range (log-scale {ls.max():.1f}); "
+                "use resscale.kernel_recursion(...) and its normalised kernels with log_scale")
+        return np.exp(ls)[..., None, None] * self.kernels
+
+
+def kernel_step(net, K, m, log_scale=0.0):
+    """One layer of the (normalised) recursion Eq. 3.1-3.4; returns (K~', m~', log_scale')."""
+    a, sw2 = net.alpha, net.sigma_w2
+    sb2 = net.sigma_b2 * np.exp(-log_scale)
+    phi = net.phi
+    if net.block == "full":
+        K = K + a * a * (sw2 * pair_matrix(phi, K) + sb2)
+    elif net.block == "reduced":
+        Z = sw2 * K + sb2
+        if phi.odd:
+            K = K + a * a * pair_matrix(phi, Z)
+        else:
+            mu = phi.mean(np.diagonal(Z, axis1=-2, axis2=-1))[0]
+            cross = m[..., :, None] * mu[..., None, :]
+            K = K + a * (cross + np.swapaxes(cross, -1, -2)) + a * a * pair_matrix(phi, Z)
+            m = m + a * mu
+    else:
+        K = sw2 * pair_matrix(phi, K) + sb2
+    if phi.homogeneous:
+        r = float(np.max(np.diagonal(K, axis1=-2, axis2=-1)))
+        if r > _RENORM or 0.0 < r < 1.0 / _RENORM:
+            K = K / r
+            m = m / np.sqrt(r)
+            log_scale = log_scale + np.log(r)
+    return K, m, log_scale
+
+
+def kernel_recursion(net, X=None, K0=None, all_layers=False) -> KernelTrajectory:
+    """Run the mean-field recursion through ``net.depth`` layers (Eq. 3.1-3.5)."""
+    K = input_kernel(net, X=X, K0=K0)
+    m = np.zeros(K.shape[0])
+    s = 0.0
+    Ks, ms, ss = [K], [m], [s]
+    for _ in range(net.depth):
+        K, m, s = kernel_step(net, K, m, s)
+        if all_layers:
+            Ks.append(K)
+            ms.append(m)
+            ss.append(s)
+    if all_layers:
+        return KernelTrajectory(np.stack(Ks), np.stack(ms), np.asarray(ss))
+    return KernelTrajectory(K, m, np.asarray(s))
+
+
+def mean_field_kernel(net, X=None, K0=None, all_layers=False) -> np.ndarray:
+    """Infinite-width kernel K^L (P, P), or all layers K^0..K^L (L+1, P, P).
+
+    Parameters
+    ----------
+    net : ResNet
+    X : (P, d) array, optional
+        Data sent through the random input layer: K^0 = sigma_in2 X X^T / d + sigma_bin2.
+    K0 : (P, P) array, optional
+        Layer-0 kernel given directly (symmetric PSD). Exactly one of X, K0.
+    all_layers : bool
+        Return the whole trajectory.
+
+    Notes
+    -----
+    Implements Eq. 3.1-3.4 of docs/theory.md (uncentred second moment; the
+    reduced block carries the residual-stream mean). Raises OverflowError if
+    K^L exceeds float64 (possible only for relu/linear at large alpha^2 L).
+    """
+    return kernel_recursion(net, X=X, K0=K0, all_layers=all_layers).true_kernels()
+
+
+def mean_field_mean(net, X=None, K0=None, all_layers=False) -> np.ndarray:
+    """Mean m^L_a of the residual stream (Eq. 3.3; zero except reduced block, non-odd phi)."""
+    tr = kernel_recursion(net, X=X, K0=K0, all_layers=all_layers)
+    return np.exp(np.asarray(tr.log_scale) / 2.0)[..., None] * tr.means

@@ -1,0 +1,209 @@
+"""Optimal residual scaling alpha* = argmax_alpha S(alpha) (docs/theory.md, Sec. 6).
+
+Numerical argmax: S is evaluated on a log-spaced grid of alphas in one
+vectorised pass, the best grid point brackets the maximum, and a bounded
+1-D optimiser (Brent, in log alpha) refines it. A maximum on the edge of the
+grid is reported as "no interior maximum" (``interior=False``, ``alpha=nan``
+and a :class:`NoInteriorMaximumWarning`).
+
+Analytic expression (Eq. 6.1-6.4): for small alpha and large L at fixed
+T = alpha^2 L the recursion becomes the ODE (tau = alpha^2 l)
+
+    dq/dtau = F_q(q),   dk/dtau = F_k(q, k)     (full: sigma_w2 G + sigma_b2;
+                                                reduced, odd phi: G(sigma_w2 K + sigma_b2))
+    log S(T) = int_0^T sigma_w2 A(tau) dtau + log q0 - log q(T)
+
+so S depends on alpha and L only through T, and its maxima sit where
+d log S/dT = sigma_w2 A(q, k) - F_q(q)/q = 0 (Eq. 6.3). Hence
+
+    alpha*_analytic = sqrt(T* / L)                                              (Eq. 6.4)
+
+with T* the zero (from + to -) of that slope along the flow with the largest S.
+Corrections are O(1/L) relative (theory.md Sec. 6.2, measured in tests). The
+limit needs a zero-mean branch: it is not defined for the reduced block with
+a non-odd phi (the residual-stream mean grows like alpha l, not alpha^2 l).
+"""
+from __future__ import annotations
+
+import math
+import warnings
+from dataclasses import dataclass, field
+from typing import Optional
+
+import numpy as np
+from scipy.integrate import solve_ivp
+from scipy.optimize import minimize_scalar
+
+from .inputs import check_scalar
+from .sensitivity import log_sensitivity
+
+_TAU_MAX = 1e7
+
+
+class NoInteriorMaximumWarning(RuntimeWarning):
+    """S(alpha) has no interior maximum on the scanned range."""
+
+
+@dataclass
+class OptimalAlphaResult:
+    """Result of :func:`optimal_alpha`.
+
+    Attributes
+    ----------
+    alpha : float            numerical argmax (nan when ``interior`` is False)
+    sensitivity : float      S at ``alpha`` (at the best edge when not interior)
+    alpha_analytic : float   sqrt(T*/L) (Eq. 6.4); nan outside its validity (see ``analytic_note``)
+    T_star : float           alpha*^2 L of the continuum limit
+    interior : bool          whether the maximum is interior to the scanned range
+    message : str            human-readable summary
+    analytic_note : str      why alpha_analytic is nan, or its validity statement
+    alphas, sensitivities    the scan grid and S on it
+    width : int or None      None for infinite width; N for the 1/N-corrected S_N
+    """
+
+    alpha: float
+    sensitivity: float
+    alpha_analytic: float
+    T_star: float
+    interior: bool
+    message: str
+    analytic_note: str
+    alphas: np.ndarray = field(repr=False)
+    sensitivities: np.ndarray = field(repr=False)
+    width: Optional[int] = None
+
+    def to_dict(self) -> dict:
+        def f(x):
+            return None if x is None or (isinstance(x, float) and not math.isfinite(x)) else x
+        return {"alpha": f(self.alpha), "sensitivity": f(self.sensitivity),
+                "alpha_analytic": f(self.alpha_analytic), "T_star": f(self.T_star),
+                "interior": self.interior, "message": self.message,
+                "analytic_note": self.analytic_note, "width": self.width}
+
+
+def _continuum_rates(net, q, k, sb2):
+    """(dq/dtau, dk/dtau, sigma_w2 * A) of the continuum flow (Eq. 6.1-6.2)."""
+    phi, sw2 = net.phi, net.sigma_w2
+    if net.block == "full":
+        G, _, _, A = phi.pair(q, q, k)
+        return sw2 * phi.diag(q)[0] + sb2, sw2 * G + sb2, sw2 * A
+    zq, zk = sw2 * q + sb2, sw2 * k + sb2
+    G, _, _, A = phi.pair(zq, zq, zk)
+    return phi.diag(zq)[0], G, sw2 * A
+
+
+def analytic_alpha(net, c0, q0=1.0):
+    """Leading-order alpha* = sqrt(T*/L) from the continuum limit (Eq. 6.1-6.4).
+
+    Returns (alpha_analytic, T_star, note); alpha_analytic is nan (with the
+    reason in ``note``) when the continuum S(T) has no interior maximum or the
+    limit does not apply.
+    """
+    if net.block == "feedforward":
+        return math.nan, math.nan, "feedforward block has no residual scaling"
+    if net.block == "reduced" and not net.phi.odd:
+        return math.nan, math.nan, ("continuum limit needs a zero-mean residual branch; the reduced "
+                                    f"block with non-odd {net.phi.name} has a mean drift O(alpha l)")
+
+    def rates(y):
+        logq, c = y[0], y[1]
+        if net.phi.homogeneous:  # 1-homogeneous map: work at q = 1 with the bias scaled by 1/q
+            q, sb2 = 1.0, net.sigma_b2 * math.exp(-min(logq, 700.0))
+        else:
+            q, sb2 = math.exp(logq), net.sigma_b2
+        dq, dk, sA = (float(v) for v in _continuum_rates(net, np.float64(q), np.float64(c * q), sb2))
+        return dq, dk, sA, q, c
+
+    def rhs(_, y):
+        dq, dk, sA, q, c = rates(y)
+        return [dq / q, (dk - c * dq) / q, sA - dq / q]
+
+    def slope(_, y):  # d log S / dT (Eq. 6.3)
+        dq, _, sA, q, _ = rates(y)
+        return sA - dq / q
+
+    slope.direction = -1  # local maxima of log S(T)
+    sol = solve_ivp(rhs, (0.0, _TAU_MAX), [math.log(q0), c0, 0.0], events=slope,
+                    rtol=1e-10, atol=1e-12, method="LSODA")
+    T_ev, y_ev = sol.t_events[0], sol.y_events[0]
+    if T_ev.size == 0 or float(np.max(y_ev[:, 2])) <= 1e-12:
+        return math.nan, math.nan, (f"the continuum S(T) has no maximum above S(0) = 1 for 0 < T = "
+                                    f"alpha^2 L < {_TAU_MAX:g}: no interior maximum at leading order in 1/L")
+    T = float(T_ev[int(np.argmax(y_ev[:, 2]))])
+    return math.sqrt(T / net.depth), T, ("leading order in 1/L (continuum limit T = alpha^2 L fixed); "
+                                        "relative error O(1/L), see docs/theory.md Sec. 6.2")
+
+
+def optimal_alpha(net, c0, q0=1.0, width=None, alpha_range=(1e-4, 1e2), n_grid=200,
+                  xatol=1e-7) -> OptimalAlphaResult:
+    """alpha* = argmax_alpha S(alpha; L, c0, q0, ...) (net.alpha is ignored).
+
+    Parameters
+    ----------
+    net : ResNet (block "full" or "reduced")
+    c0, q0 : input correlation in [-1, 1] and input norm > 0
+    width : int, optional
+        Finite width N: maximise the 1/N-corrected S_N of
+        :func:`resscale.finite_width.sensitivity_finite_width` instead.
+    alpha_range : (lo, hi)
+        Scan range; a maximum at an edge is reported as not interior.
+    n_grid : int
+        Log-spaced grid points (one vectorised pass), then Brent refinement.
+
+    Returns
+    -------
+    OptimalAlphaResult with ``.alpha``, ``.sensitivity``, ``.alpha_analytic`` ...
+    """
+    if net.block == "feedforward":
+        raise ValueError("block='feedforward' has no residual scaling alpha to optimise")
+    c0 = check_scalar("c0", c0, lo=-1.0, hi=1.0)
+    q0 = check_scalar("q0", q0, lo=0.0, strict_lo=True)
+    lo = check_scalar("alpha_range[0]", alpha_range[0], lo=0.0, strict_lo=True)
+    hi = check_scalar("alpha_range[1]", alpha_range[1], lo=lo, strict_lo=True)
+    if int(n_grid) < 3:
+        raise ValueError(f"n_grid must be >= 3, got {n_grid!r}")
+    if width is None:
+        def logS(a):
+            return log_sensitivity(net, c0, q0, a, strict=False)
+    else:
+        from .finite_width import sensitivity_finite_width
+        from .network import _check_real
+        width = _check_real("width", width, min_value=1, integer=True)
+
+        def logS(a):
+            S = np.asarray(sensitivity_finite_width(net, c0, q0, width, np.atleast_1d(a)), dtype=float)
+            return np.log(np.maximum(S, 1e-300))
+
+    grid = np.logspace(math.log10(lo), math.log10(hi), int(n_grid))
+    lS = logS(grid)
+    ok = np.isfinite(lS)
+    overflow_note = ""
+    if not ok[0]:
+        raise FloatingPointError(f"sensitivity is not finite at alpha = {grid[0]:g}")
+    if not np.all(ok):  # kernel overflow at large alpha (gelu): scan only where S is defined
+        first_bad = int(np.argmin(ok))
+        overflow_note = (f" (the kernel overflows float64 for alpha >= {grid[first_bad]:.3g}; "
+                         "scan truncated there)")
+        grid, lS = grid[:first_bad], lS[:first_bad]
+        hi = float(grid[-1])
+    i = int(np.argmax(lS))
+    # a flat S (e.g. relu full block at c0 = 1, where S = 1 exactly) has no maximum
+    flat = float(np.max(lS) - min(lS[0], lS[-1])) < 1e-9
+    a_an, T, note = analytic_alpha(net, c0, q0)
+    if width is not None:
+        note = "infinite-width leading-order value; " + note
+    if i in (0, len(grid) - 1) or flat:
+        edge = "smallest" if i == 0 else "largest"
+        msg = (f"no interior maximum: S(alpha) is constant to 1e-9 on [{lo:g}, {hi:g}]" if flat else
+               f"no interior maximum: S(alpha) is largest at the {edge} scanned alpha = {grid[i]:.3g} "
+               f"(range [{lo:g}, {hi:g}])") + overflow_note
+        warnings.warn(msg, NoInteriorMaximumWarning, stacklevel=2)
+        return OptimalAlphaResult(math.nan, float(np.exp(lS[i])), a_an, T, False, msg, note,
+                                  grid, np.exp(lS), width)
+    res = minimize_scalar(lambda t: -float(logS(np.exp(t))[0]),
+                          bounds=(math.log(grid[i - 1]), math.log(grid[i + 1])),
+                          method="bounded", options={"xatol": xatol})
+    a_star, l_star = (float(np.exp(res.x)), -float(res.fun)) if -res.fun >= lS[i] else (grid[i], lS[i])
+    msg = f"alpha* = {a_star:.6g} with S = {np.exp(l_star):.6g}" + overflow_note
+    return OptimalAlphaResult(a_star, float(np.exp(l_star)), a_an, T, True, msg, note,
+                              grid, np.exp(lS), width)

@@ -1,0 +1,107 @@
+"""Exact mean-field response function chi^{L,0} = dK^L / dK^0 (docs/theory.md, Sec. 7).
+
+The recursion of :mod:`resscale.kernel_recursion` is differentiated exactly in
+forward mode. Per layer, the tangent of G at K is local in the pair (a, b)
+(Eq. 7.1):
+
+    dG_ab = A_ab dK_ab + Ba_ab dK_aa + Bb_ab dK_bb      (a != b)
+    dG_aa = g'(K_aa) dK_aa
+
+with A = E[phi' phi'], Ba = 1/2 E[phi'' phi] (Price's theorem, Eq. 2.2-2.3).
+The one-step tangents (Eq. 7.2-7.4):
+
+    full         dK' = dK + alpha^2 sigma_w2 dG(K)[dK]
+    reduced      dZ  = sigma_w2 dK,  dmu_a = mu'(Z_aa) dZ_aa
+                 dK' = dK + alpha (dm mu^T + m dmu^T + transposes) + alpha^2 dG(Z)[dZ]
+                 dm' = dm + alpha dmu
+    feedforward  dK' = sigma_w2 dG(K)[dK]
+
+The tangent J^l = dK^l/dK^0 (P,P,P,P) starts from the identity on symmetric
+matrices, J^0_abcd = (delta_ac delta_bd + delta_ad delta_bc)/2, so that for a
+symmetric perturbation dK^L = einsum("abcd,cd->ab", chi, dK0) and chi is
+symmetric in (c, d). It is renormalised every layer and its log-scale kept
+(long products in log space, Eq. 7.5); depth 10^4 works.
+"""
+from __future__ import annotations
+
+import numpy as np
+
+from .inputs import input_kernel
+from .kernel_recursion import kernel_step, pair_matrix
+
+
+def tangent_G(J, A, Ba, Bb):
+    """dG for a tangent J of shape (P, P, *T) (Eq. 7.1); A, Ba, Bb from pair_matrix(grad=True)."""
+    P = A.shape[0]
+    idx = np.arange(P)
+    Jd = J[idx, idx]  # (P, *T): dK_aa
+    extra = (None,) * (J.ndim - 2)
+    ex = (slice(None), slice(None)) + extra
+    return A[ex] * J + Ba[ex] * Jd[:, None] + Bb[ex] * Jd[None, :]
+
+
+def tangent_step(net, K, m, s, JK, Jm):
+    """Push the tangent (JK, Jm) through one layer at the normalised state (K~, m~, s).
+
+    Returns the new (JK, Jm) before renormalisation (Eq. 7.2-7.4). Jm is stored
+    in units of exp(s/2) (see Eq. 7.5), consistently with the normalised m~.
+    """
+    a, sw2, phi = net.alpha, net.sigma_w2, net.phi
+    sb2 = net.sigma_b2 * np.exp(-s)
+    if net.block == "full":
+        _, A, Ba, Bb = pair_matrix(phi, K, grad=True)
+        return JK + a * a * sw2 * tangent_G(JK, A, Ba, Bb), Jm
+    if net.block == "feedforward":
+        _, A, Ba, Bb = pair_matrix(phi, K, grad=True)
+        return sw2 * tangent_G(JK, A, Ba, Bb), Jm
+    Z = sw2 * K + sb2
+    _, A, Ba, Bb = pair_matrix(phi, Z, grad=True)
+    dK = JK + a * a * sw2 * tangent_G(JK, A, Ba, Bb)
+    if phi.odd:
+        return dK, Jm
+    P = K.shape[0]
+    idx = np.arange(P)
+    mu, dmu_dz = phi.mean(np.diag(Z))
+    extra = (None,) * (JK.ndim - 2)
+    dmu = (dmu_dz * sw2)[(slice(None),) + extra] * JK[idx, idx]  # (P, *T)
+    cross = Jm[:, None] * mu[(None, slice(None)) + extra] + m[(slice(None), None) + extra] * dmu[None, :]
+    dK = dK + a * (cross + np.swapaxes(cross, 0, 1))
+    return dK, Jm + a * dmu
+
+
+def response_function(net, X=None, K0=None, return_log_scale=False):
+    """Exact mean-field response chi_{ab,cd} = dK^L_ab / dK^0_cd, shape (P, P, P, P).
+
+    For a symmetric perturbation dK0 of the layer-0 kernel,
+    ``dK^L = np.einsum("abcd,cd->ab", chi, dK0)`` to first order; chi is
+    symmetric in (a, b) and in (c, d). Computed by forward-mode differentiation
+    of the recursion (docs/theory.md Eq. 7.1-7.5), not by finite differences.
+
+    With ``return_log_scale=True`` returns (chi_normalised, log_scale) with
+    chi = exp(log_scale) * chi_normalised, for depths where chi overflows float64.
+    """
+    K = input_kernel(net, X=X, K0=K0)
+    P = K.shape[0]
+    eye = np.eye(P)
+    JK = 0.5 * (np.einsum("ac,bd->abcd", eye, eye) + np.einsum("ad,bc->abcd", eye, eye))
+    Jm = np.zeros((P, P, P))
+    m = np.zeros(P)
+    s, sJ = 0.0, 0.0
+    for _ in range(net.depth):
+        JK, Jm = tangent_step(net, K, m, s, JK, Jm)
+        K_new, m, s_new = kernel_step(net, K, m, s)
+        if s_new != s:  # the homogeneous recursion renormalised: Jm is in units of exp(s/2)
+            Jm = Jm * np.exp(0.5 * (s_new - s))
+        K, s = K_new, s_new
+        norm = float(np.max(np.abs(JK)))
+        if norm > 0.0 and np.isfinite(norm):
+            JK, Jm = JK / norm, Jm / norm
+            sJ += np.log(norm)
+        elif not np.isfinite(norm):
+            raise FloatingPointError("response_function: non-finite tangent (check the activation)")
+    if return_log_scale:
+        return JK, sJ
+    if sJ > 700.0:
+        raise OverflowError(f"chi exceeds the float64 range (log-scale {sJ:.1f}); "
+                            "use response_function(..., return_log_scale=True)")
+    return JK * np.exp(sJ)

@@ -1,0 +1,694 @@
+"""Monte-Carlo simulation of finite-width scaled ResNets (docs/simulation.md).
+
+``simulate(net, width=N, n_networks=S, K0=... | X=...)`` draws S independent
+networks of width N from the family of SPEC / :mod:`resscale.network`, pushes
+the P inputs through each of them and returns a :class:`SimulationResult`
+holding the empirical kernels
+
+    Khat^l_ab = (1/N) sum_i h^l_ia h^l_ib       (uncentered, one per network)
+
+at the output (``kernels``, shape (S, P, P)) and, on request, at every layer
+(``layer_kernels``, shape (S, L+1, P, P)), plus, for two inputs, the
+finite-width sensitivity d E[c^L] / d c^0 (``sensitivity=True``).
+
+Two exact samplers (``method``)
+-------------------------------
+* ``"weights"``: the literal network. Every W^l (N, N) is drawn, and
+  h^l is computed by batched matmuls over the networks of a chunk.
+* ``"gram"`` (the default for P + 1 < N): the same joint law of all hidden
+  states, without ever forming W^l. W^l is used exactly once, on a matrix M
+  (N, K) that is independent of it (M = phi(h^{l-1}) for the full and
+  feed-forward blocks, M = h^{l-1} for the reduced block, plus the tangent
+  column when the sensitivity is requested). Conditional on M, the rows of
+  W^l M are i.i.d. N(0, sigma_w2/N M^T M). With R (K, K) any factor of the
+  Gram matrix, R^T R = M^T M (modified Gram-Schmidt, robust to
+  rank-deficient M such as coincident inputs), W^l M has exactly the law of
+  G R with G (N, K) i.i.d. N(0, sigma_w2/N). The cost per layer falls from
+  O(N^2) random numbers and O(N^2 K) flops to O(N K) and O(N K^2). This is
+  not an approximation: the two methods sample the same distribution
+  (tests/test_simulation.py checks means and N-scaled covariances against
+  each other at small N).
+
+Reproducibility
+---------------
+Network s (0-based) draws all of its randomness from its own stream,
+``numpy.random.SeedSequence(seed, spawn_key=(s,))`` (the s-th child of
+``SeedSequence(seed).spawn``), in a fixed order (input layer, then layer 1, 2,
+...). Chunking, the number of workers and resuming therefore change nothing:
+with the NumPy backend results are bit-identical for any ``chunk_size``. The
+torch backend uses one ``torch.Generator`` per network seeded from the same
+SeedSequence; it is reproducible for a fixed seed and device and agrees with
+NumPy in distribution (not bit for bit).
+"""
+from __future__ import annotations
+
+import json
+import math
+import os
+from dataclasses import dataclass, field
+from functools import partial
+from pathlib import Path
+from typing import Optional
+
+import numpy as np
+
+from .inputs import as_finite_array, input_kernel
+from .network import ResNet
+
+BACKENDS = ("numpy", "torch")
+METHODS = ("auto", "gram", "weights")
+DTYPES = ("float64", "float32")
+MEMORY_BUDGET = 256 * 2 ** 20  # bytes per chunk used to choose the default chunk_size
+_FORMAT = "resscale.simulate/1"
+
+
+# ============================================================== validation
+def _check_int(name, value, lo=1):
+    if isinstance(value, bool) or not isinstance(value, (int, np.integer)):
+        if isinstance(value, (float, np.floating)) and float(value).is_integer():
+            value = int(value)
+        else:
+            raise ValueError(f"{name} must be an integer >= {lo}, got {value!r}")
+    if value < lo:
+        raise ValueError(f"{name} must be an integer >= {lo}, got {value!r}")
+    return int(value)
+
+
+def _two_input_params(K0):
+    """(q0, c0) if K0 is a 2x2 kernel with equal positive diagonal, else None."""
+    if K0.shape != (2, 2):
+        return None
+    q0 = float(K0[0, 0])
+    if not q0 > 0 or not math.isclose(q0, float(K0[1, 1]), rel_tol=1e-12, abs_tol=0.0):
+        return None
+    return q0, float(np.clip(K0[0, 1] / q0, -1.0, 1.0))
+
+
+def kernel_factor(K0) -> np.ndarray:
+    """F (P, P) with F F^T = K0, for PSD (also singular) K0, so h^0 = Z F^T, Z i.i.d. N(0, 1).
+
+    2x2 kernels with equal diagonal q0 and correlation c0 use the closed form
+    sqrt(q0) [[1, 0], [c0, sqrt(1 - c0^2)]], continuous up to c0 = +-1 (the
+    parametrisation the sensitivity estimator differentiates). Otherwise the
+    Cholesky factor, or, for singular K0, a semi-definite Cholesky that zeroes
+    the columns of vanishing pivots.
+    """
+    K0 = np.asarray(K0, dtype=float)
+    two = _two_input_params(K0)
+    if two is not None:
+        q0, c0 = two
+        return math.sqrt(q0) * np.array([[1.0, 0.0], [c0, math.sqrt(max(0.0, 1.0 - c0 * c0))]])
+    try:
+        return np.linalg.cholesky(K0)
+    except np.linalg.LinAlgError:
+        pass
+    P = K0.shape[0]
+    F = np.zeros_like(K0)
+    tol = 1e-12 * max(float(np.max(np.abs(np.diag(K0)))), 1e-300)
+    for j in range(P):
+        d = K0[j, j] - F[j, :j] @ F[j, :j]
+        if d > tol:
+            F[j, j] = math.sqrt(d)
+            F[j + 1:, j] = (K0[j + 1:, j] - F[j + 1:, :j] @ F[j, :j]) / F[j, j]
+    return F
+
+
+# ============================================================== backends
+class _NumpyOps:
+    name = "numpy"
+
+    def __init__(self, dtype, device=None):
+        self.dtype = np.dtype(dtype)
+        self.eps = float(np.finfo(self.dtype).eps)
+
+    def streams(self, seed, start, stop):
+        """One Generator per network s: SeedSequence(seed, spawn_key=(s,))."""
+        return [np.random.Generator(np.random.PCG64(np.random.SeedSequence(seed, spawn_key=(int(i),))))
+                for i in range(start, stop)]
+
+    def normal(self, streams, shape):
+        """(S, *shape) standard normals, network s's block from its own stream."""
+        out = np.empty((len(streams),) + tuple(shape), dtype=self.dtype)
+        for s, g in enumerate(streams):
+            g.standard_normal(out=out[s], dtype=self.dtype)
+        return out
+
+    def asarray(self, a):
+        return np.asarray(a, dtype=self.dtype)
+
+    @staticmethod
+    def numpy(a):
+        return np.asarray(a, dtype=np.float64)
+
+    matmul = staticmethod(np.matmul)
+    sqrt = staticmethod(np.sqrt)
+
+    @staticmethod
+    def concat(arrs):
+        return np.concatenate(arrs, axis=-1)
+
+    @staticmethod
+    def stack(arrs, axis):
+        return np.stack(arrs, axis=axis)
+
+    @staticmethod
+    def T(a):
+        return np.swapaxes(a, -1, -2)
+
+    @staticmethod
+    def where(c, a, b):
+        return np.where(c, a, b)
+
+    @staticmethod
+    def activation(phi):
+        return phi.fn, phi.d1
+
+
+class _TorchStream:
+    """One torch.Generator per chunk, seeded from SeedSequence(seed, spawn_key=(start, stop))."""
+
+    def __init__(self, gen, n):
+        self.gen, self.n = gen, n
+
+    def __len__(self):
+        return self.n
+
+
+class _TorchOps:
+    name = "torch"
+
+    def __init__(self, dtype, device=None):
+        try:
+            import torch
+        except ImportError as exc:
+            raise ImportError('backend="torch" needs PyTorch: pip install torch') from exc
+        self.torch = torch
+        threads = os.environ.get("RESSCALE_WORKER_THREADS")  # set in resscale.parallel workers
+        if threads and torch.get_num_threads() != int(threads):
+            torch.set_num_threads(int(threads))
+        self.dtype = {"float64": torch.float64, "float32": torch.float32}[np.dtype(dtype).name]
+        if device is None:
+            device = "cuda" if torch.cuda.is_available() else "cpu"
+        self.device = torch.device(device)
+        self.eps = float(torch.finfo(self.dtype).eps)
+
+    def streams(self, seed, start, stop):
+        st = np.random.SeedSequence(seed, spawn_key=(int(start), int(stop))).generate_state(2, np.uint64)
+        g = self.torch.Generator(device=self.device)
+        g.manual_seed(int(st[0]) & 0x7FFF_FFFF_FFFF_FFFF)
+        return _TorchStream(g, stop - start)
+
+    def normal(self, streams, shape):
+        return self.torch.randn((len(streams),) + tuple(shape), generator=streams.gen,
+                                dtype=self.dtype, device=self.device)
+
+    def asarray(self, a):
+        return self.torch.as_tensor(np.asarray(a), dtype=self.dtype, device=self.device)
+
+    def numpy(self, a):
+        return a.detach().to("cpu", self.torch.float64).numpy()
+
+    def matmul(self, a, b):
+        return self.torch.matmul(a, b)
+
+    def sqrt(self, a):
+        return self.torch.sqrt(a)
+
+    def concat(self, arrs):
+        return self.torch.cat(arrs, dim=-1)
+
+    def stack(self, arrs, axis):
+        return self.torch.stack(arrs, dim=axis)
+
+    @staticmethod
+    def T(a):
+        return a.transpose(-1, -2)
+
+    def where(self, c, a, b):
+        return self.torch.where(c, a, b)
+
+    def activation(self, phi):
+        from .activations import BUILTIN
+
+        t = self.torch
+        c = 2.0 / math.sqrt(math.pi)
+        table = {
+            "erf": (t.special.erf, lambda u: c * t.exp(-u * u)),
+            "tanh": (t.tanh, lambda u: 1.0 - t.tanh(u) ** 2),
+            "relu": (t.relu, lambda u: (u > 0).to(u.dtype)),
+            "linear": (lambda u: u, t.ones_like),
+            "gelu": (lambda u: u * t.special.ndtr(u),
+                     lambda u: t.special.ndtr(u) + u * t.exp(-0.5 * u * u) / math.sqrt(2 * math.pi)),
+        }
+        if phi.name in BUILTIN and phi.fn is BUILTIN[phi.name]().fn:  # a built-in activation
+            return table[phi.name]
+
+        def wrap(f):  # a user callable: evaluated with NumPy on the host
+            return lambda u: t.as_tensor(np.asarray(f(u.detach().cpu().numpy()), dtype=float),
+                                         dtype=u.dtype, device=u.device)
+        return wrap(phi.fn), wrap(phi.d1)
+
+
+def _ops(backend, dtype, device=None):
+    return (_NumpyOps if backend == "numpy" else _TorchOps)(dtype, device)
+
+
+# ============================================================== the engine
+@dataclass(frozen=True)
+class _Plan:
+    """Everything needed to simulate networks [start, stop) (picklable, sent to workers)."""
+
+    net: ResNet
+    width: int
+    K0: np.ndarray
+    X: Optional[np.ndarray]
+    seed: int
+    backend: str
+    dtype: str
+    method: str          # resolved: "gram" or "weights"
+    all_layers: bool
+    sensitivity: bool
+    device: Optional[str] = None
+
+
+def _gram_factor(ops, M):
+    """R (S, K, K) upper triangular with R^T R = M^T M, by modified Gram-Schmidt over the batch.
+
+    Columns that are (numerically) in the span of the previous ones get a zero
+    pivot, so rank-deficient M (coincident inputs, dead relu units) is exact.
+    """
+    K = M.shape[-1]
+    A = [M[..., k] for k in range(K)]  # (S, N) columns
+    rows = []
+    tol = 64 * K * ops.eps
+    for j in range(K):
+        norm0 = ops.sqrt((M[..., j] * M[..., j]).sum(-1))
+        rjj = ops.sqrt((A[j] * A[j]).sum(-1))
+        ok = rjj > tol * norm0
+        zero = 0.0 * rjj
+        rjj = ops.where(ok, rjj, zero)
+        q = A[j] * ops.where(ok, 1.0 / ops.where(ok, rjj, zero + 1.0), zero)[:, None]
+        row = [zero] * j + [rjj]
+        for k in range(j + 1, K):
+            rjk = (q * A[k]).sum(-1)
+            A[k] = A[k] - rjk[:, None] * q
+            row.append(rjk)
+        rows.append(ops.stack(row, -1))
+    return ops.stack(rows, -2)
+
+
+class _Tape:
+    """Gaussian draws of the gram method, pre-drawn ``block`` layers at a time.
+
+    Each network's stream yields, in order, the input draw Z (N, P) and then
+    per layer G^l (N, K) followed by b^l (N,) (if sigma_b2 > 0). NumPy streams
+    give the same numbers however the draws are split, so the block size never
+    changes a result; it depends on the plan only, which fixes torch's draws too.
+    """
+
+    def __init__(self, ops, streams, per_layer, depth, block):
+        self.ops, self.streams, self.per, self.block = ops, streams, per_layer, block
+        self.buf, self.pos, self.left = None, 0, depth
+
+    def layer(self):
+        if self.buf is None or self.pos >= self.buf.shape[1]:
+            nb = min(self.block, self.left)
+            self.buf = self.ops.normal(self.streams, (nb, self.per))
+            self.pos, self.left = 0, self.left - nb
+        self.pos += 1
+        return self.buf[:, self.pos - 1]
+
+
+def _layer_block(width, K, depth, bias):
+    """Layers drawn per call in gram mode (a function of the plan only)."""
+    per = width * (K + (1 if bias else 0))
+    return int(max(1, min(depth, (1 << 20) // max(per, 1))))
+
+
+def _layer(ops, plan, streams, M, tape):
+    """(W^l M, b^l) for a fresh layer: Y (S, N, K), exact in law (see module docstring)."""
+    N, K = plan.width, M.shape[-1]
+    scale = math.sqrt(plan.net.sigma_w2 / N)
+    sb = math.sqrt(plan.net.sigma_b2)
+    if plan.method == "weights":
+        W = ops.normal(streams, (N, N))
+        b = 0.0 if sb == 0.0 else ops.normal(streams, (N, 1)) * sb
+        return ops.matmul(W, M) * scale, b
+    R = _gram_factor(ops, M)
+    draw = tape.layer()
+    S = draw.shape[0]
+    G = draw[:, : N * K].reshape(S, N, K)
+    b = 0.0 if sb == 0.0 else draw[:, N * K:].reshape(S, N, 1) * sb
+    return ops.matmul(G, R) * scale, b
+
+
+def _simulate_chunk(plan: _Plan, bounds) -> dict:
+    """Simulate networks start..stop-1; returns a dict of float64 arrays (a chunk)."""
+    start, stop = bounds
+    ops = _ops(plan.backend, plan.dtype, plan.device)
+    net, N = plan.net, plan.width
+    streams = ops.streams(plan.seed, start, stop)
+    P = plan.K0.shape[0]
+    fn, d1 = ops.activation(net.phi)
+
+    # ---- input layer
+    dh = None
+    if plan.X is not None and plan.method == "weights":
+        d = plan.X.shape[1]
+        W0 = ops.normal(streams, (N, d)) * math.sqrt(net.sigma_in2 / d)
+        h = ops.matmul(W0, ops.asarray(plan.X.T))
+        if net.sigma_bin2 > 0:
+            h = h + ops.normal(streams, (N, 1)) * math.sqrt(net.sigma_bin2)
+    else:  # h^0_i ~ N(0, K0) i.i.d.: the law of W^0 x + b^0 for data X
+        Z = ops.normal(streams, (N, P))
+        h = ops.matmul(Z, ops.asarray(kernel_factor(plan.K0).T))
+        if plan.sensitivity:
+            q0, c0 = _two_input_params(plan.K0)
+            if abs(c0) < 1.0:  # d h^0_b / d c0 of h^0_b = sqrt(q0)(c0 z1 + sqrt(1-c0^2) z2)
+                dF = math.sqrt(q0) * np.array([[1.0], [-c0 / math.sqrt(1.0 - c0 * c0)]])
+            else:             # |c0| = 1: direction d h^0_b / d theta with c0 = cos(theta)
+                dF = math.sqrt(q0) * np.array([[0.0], [1.0]])
+            dh = ops.matmul(Z, ops.asarray(dF))  # (S, N, 1)
+
+    K = P + (0 if dh is None else 1)
+    tape = None
+    if plan.method == "gram":
+        bias = net.sigma_b2 > 0
+        tape = _Tape(ops, streams, N * (K + (1 if bias else 0)), net.depth,
+                     _layer_block(N, K, net.depth, bias))
+
+    def kern(hh):
+        return ops.numpy(ops.matmul(ops.T(hh), hh)) / N
+
+    layers = [kern(h)] if plan.all_layers else None
+    alpha, block = net.alpha, net.block
+    for _ in range(net.depth):
+        if block == "reduced":
+            M = h if dh is None else ops.concat([h, dh])
+        else:
+            A = fn(h)
+            M = A if dh is None else ops.concat([A, d1(h[..., 1:2]) * dh])
+        Y, b = _layer(ops, plan, streams, M, tape)
+        if block == "full":
+            h = h + alpha * (Y[..., :P] + b)
+            if dh is not None:
+                dh = dh + alpha * Y[..., P:]
+        elif block == "reduced":
+            u = Y[..., :P] + b
+            h = h + alpha * fn(u)
+            if dh is not None:
+                dh = dh + alpha * d1(u[..., 1:2]) * Y[..., P:]
+        else:
+            h = Y[..., :P] + b
+            if dh is not None:
+                dh = Y[..., P:]
+        if layers is not None:
+            layers.append(kern(h))
+
+    out = {"kernels": kern(h)}
+    if layers is not None:
+        out["layer_kernels"] = np.stack(layers, axis=1)
+    if dh is not None:
+        out.update(_sensitivity_samples(plan, ops.numpy(h), ops.numpy(dh)[..., 0]))
+    return out
+
+
+def _sensitivity_samples(plan, h, d):
+    """Per-network d c^L/d c^0 and d Khat^L/d c^0 from the forward tangent (docs/simulation.md)."""
+    ha, hb = h[..., 0], h[..., 1]
+    N = plan.width
+    kaa, kbb, kab = (ha * ha).sum(-1) / N, (hb * hb).sum(-1) / N, (ha * hb).sum(-1) / N
+    _, c0 = _two_input_params(plan.K0)
+    if abs(c0) < 1.0:
+        dab, dbb = (ha * d).sum(-1) / N, 2.0 * (hb * d).sum(-1) / N
+        cL = kab / np.sqrt(kaa * kbb)
+        dc = dab / np.sqrt(kaa * kbb) - 0.5 * cL * dbb / kbb
+        dK = np.zeros(kaa.shape + (2, 2))
+        dK[:, 0, 1] = dK[:, 1, 0] = dab
+        dK[:, 1, 1] = dbb
+        return {"sens_c": dc, "sens_K": dK}
+    # c0 = +-1: second-order limit, d c^L/d c^0 = |P_perp(h_b) delta|^2 / |h_b|^2
+    nb = (hb * hb).sum(-1)
+    perp = (d * d).sum(-1) - (hb * d).sum(-1) ** 2 / nb
+    return {"sens_c": perp / nb}
+
+
+# ============================================================== the result
+def _sem(x):
+    x = np.asarray(x, dtype=float)
+    n = x.shape[0]
+    if n < 2:
+        return np.full(x.shape[1:], np.nan)
+    return x.std(axis=0, ddof=1) / math.sqrt(n)
+
+
+@dataclass
+class SimulationResult:
+    """Kernels of S simulated networks, with estimators and their standard errors.
+
+    Attributes
+    ----------
+    net, width, K0, seed, backend, dtype, method : the simulated setup
+    kernels : (S, P, P) output kernels Khat^L, one per network
+    layer_kernels : (S, L+1, P, P) or None   Khat^0..Khat^L (``all_layers=True``)
+    sens_c : (S,) or None   per-network pathwise derivative d c^L/d c^0 (``sensitivity=True``)
+    sens_K : (S, 2, 2) or None   per-network pathwise derivative d Khat^L/d c^0 (|c0| < 1)
+    """
+
+    net: ResNet
+    width: int
+    K0: np.ndarray
+    kernels: np.ndarray
+    layer_kernels: Optional[np.ndarray] = None
+    sens_c: Optional[np.ndarray] = None
+    sens_K: Optional[np.ndarray] = None
+    seed: int = 0
+    backend: str = "numpy"
+    dtype: str = "float64"
+    method: str = "gram"
+    meta: dict = field(default_factory=dict)
+
+    # ---- basic
+    @property
+    def n_networks(self) -> int:
+        return int(self.kernels.shape[0])
+
+    def _samples(self, layer):
+        if layer is None:
+            return self.kernels
+        if self.layer_kernels is None:
+            raise ValueError("layer kernels were not kept; simulate with all_layers=True")
+        return self.layer_kernels[:, layer]
+
+    def mean(self, layer=None) -> np.ndarray:
+        """Estimate of E[Khat^l] (P, P) (output layer by default; ``layer=slice(None)`` for all)."""
+        return self._samples(layer).mean(axis=0)
+
+    def sem(self, layer=None) -> np.ndarray:
+        """Standard error of :meth:`mean`: sample std (ddof=1) / sqrt(S)."""
+        return _sem(self._samples(layer))
+
+    def cov(self, layer=None, scaled=True) -> np.ndarray:
+        """Sample covariance Cov(Khat_ab, Khat_cd), shape (..., P, P, P, P), ddof=1.
+
+        ``scaled=True`` (default) multiplies by the width N, i.e. estimates
+        N Cov = V + O(1/N) of SPEC (finite as N -> infinity).
+        """
+        x = self._samples(layer)
+        dx = x - x.mean(axis=0)
+        c = np.einsum("s...ab,s...cd->...abcd", dx, dx) / max(self.n_networks - 1, 1)
+        return c * self.width if scaled else c
+
+    def cov_sem(self, layer=None, scaled=True) -> np.ndarray:
+        """Standard error of :meth:`cov` (delta method: std of the products (x-xbar)(y-ybar) / sqrt(S))."""
+        x = self._samples(layer)
+        dx = x - x.mean(axis=0)
+        prod = np.einsum("s...ab,s...cd->s...abcd", dx, dx)
+        se = _sem(prod)
+        return se * self.width if scaled else se
+
+    def correlations(self, layer=None) -> np.ndarray:
+        """Per-network correlation matrices c_ab = Khat_ab / sqrt(Khat_aa Khat_bb)."""
+        x = self._samples(layer)
+        d = np.sqrt(np.diagonal(x, axis1=-2, axis2=-1))
+        return x / (d[..., :, None] * d[..., None, :])
+
+    # ---- sensitivity
+    def sensitivity(self):
+        """(estimate, standard error) of S_N = d E[c^L] / d c^0 (docs/simulation.md, Sec. 3)."""
+        if self.sens_c is None:
+            raise ValueError("no sensitivity samples; simulate two inputs with sensitivity=True")
+        return float(self.sens_c.mean()), float(_sem(self.sens_c))
+
+    def response(self):
+        """(estimate, standard error) of d E[Khat^L] / d c^0, each (2, 2); needs |c0| < 1."""
+        if self.sens_K is None:
+            raise ValueError("no response samples; simulate two inputs with |c0| < 1 and sensitivity=True")
+        return self.sens_K.mean(axis=0), _sem(self.sens_K)
+
+    # ---- I/O
+    def to_arrays(self) -> dict:
+        return {k: getattr(self, k) for k in ("kernels", "layer_kernels", "sens_c", "sens_K")
+                if getattr(self, k) is not None}
+
+    def save(self, path) -> Path:
+        from ._storage import save_npz_atomic
+
+        meta = dict(self.meta, net=self.net.to_dict(), width=self.width, seed=self.seed,
+                    backend=self.backend, dtype=self.dtype, method=self.method)
+        arrays = dict(self.to_arrays(), K0=self.K0, meta=np.array(json.dumps(meta)))
+        return save_npz_atomic(path, arrays)
+
+    @classmethod
+    def load(cls, path) -> "SimulationResult":
+        from ._storage import load_npz
+
+        z = load_npz(path)
+        meta = json.loads(str(z.pop("meta")))
+        net = ResNet(**meta.pop("net"))
+        return cls(net=net, width=meta.pop("width"), K0=z.pop("K0"), seed=meta.pop("seed"),
+                   backend=meta.pop("backend"), dtype=meta.pop("dtype"), method=meta.pop("method"),
+                   meta=meta, **z)
+
+    def summary(self) -> str:
+        m, e = self.mean(), self.sem()
+        lines = [f"{self.n_networks} networks, width {self.width}, {self.net!r}",
+                 "E[Khat^L] (+- SE):"]
+        for a in range(m.shape[0]):
+            lines.append("  " + "  ".join(f"{m[a, b]:.6g} +- {e[a, b]:.2g}" for b in range(m.shape[1])))
+        if self.sens_c is not None:
+            s, se = self.sensitivity()
+            lines.append(f"d E[c^L]/d c^0 = {s:.6g} +- {se:.2g}")
+        return "\n".join(lines)
+
+
+# ============================================================== public entry
+def default_chunk_size(net, width, P, method, all_layers=False, dtype="float64",
+                       memory=MEMORY_BUDGET) -> int:
+    """Networks per chunk so that one chunk's working memory stays below ``memory`` bytes."""
+    item = np.dtype(dtype).itemsize
+    K = P + 1
+    if method == "weights":
+        per = (width * width + 12 * width * K) * item
+    else:
+        per = (_layer_block(width, K, net.depth, True) * width * (K + 1) + 16 * width * K) * item
+    if all_layers:
+        per += (net.depth + 1) * P * P * 8
+    return int(max(1, min(4096, memory // max(per, 1))))
+
+
+def _resolve(net, width, n_networks, X, K0, seed, backend, dtype, method, all_layers,
+             sensitivity, chunk_size, device):
+    if not isinstance(net, ResNet):
+        raise ValueError(f"net must be a resscale.ResNet, got {type(net).__name__}")
+    width = _check_int("width", width)
+    n_networks = _check_int("n_networks", n_networks)
+    if isinstance(seed, bool) or not isinstance(seed, (int, np.integer)) or seed < 0:
+        raise ValueError(f"seed must be a non-negative integer, got {seed!r}")
+    if backend not in BACKENDS:
+        raise ValueError(f"backend must be one of {BACKENDS}, got {backend!r}")
+    dtype = np.dtype(dtype).name if isinstance(dtype, (type, np.dtype)) else dtype
+    if dtype not in DTYPES:
+        raise ValueError(f"dtype must be one of {DTYPES}, got {dtype!r}")
+    if method not in METHODS:
+        raise ValueError(f"method must be one of {METHODS}, got {method!r}")
+    K0 = input_kernel(net, X=X, K0=K0)
+    Xa = None if X is None else as_finite_array("X", X, ndim=2)
+    P = K0.shape[0]
+    if sensitivity:
+        if X is not None or _two_input_params(K0) is None:
+            raise ValueError("sensitivity=True needs K0 for two inputs of equal norm "
+                             "(K0 = q0 [[1, c0], [c0, 1]], e.g. inputs.two_input_kernel(c0, q0))")
+    if method == "auto":
+        method = "gram" if P + 1 < width else "weights"
+    if chunk_size is None:
+        chunk_size = default_chunk_size(net, width, P, method, all_layers, dtype)
+    chunk_size = _check_int("chunk_size", chunk_size)
+    if device is not None and backend != "torch":
+        raise ValueError("device is only meaningful with backend='torch'")
+    plan = _Plan(net=net, width=width, K0=K0, X=Xa,
+                 seed=int(seed), backend=backend, dtype=dtype, method=method,
+                 all_layers=bool(all_layers), sensitivity=bool(sensitivity),
+                 device=None if device is None else str(device))
+    return plan, n_networks, chunk_size
+
+
+def _chunk_bounds(n, chunk):
+    return [(s, min(s + chunk, n)) for s in range(0, n, chunk)]
+
+
+def _plan_meta(plan, chunk_size):
+    return {"format": _FORMAT, "net": plan.net.to_dict(), "width": plan.width,
+            "K0": plan.K0.tolist(), "X": None if plan.X is None else plan.X.tolist(),
+            "seed": plan.seed, "backend": plan.backend, "dtype": plan.dtype,
+            "method": plan.method, "all_layers": plan.all_layers,
+            "sensitivity": plan.sensitivity, "device": plan.device, "chunk_size": chunk_size}
+
+
+def _open_store(out, plan, chunk_size, chunk_given):
+    """Create or reopen the run directory; refuse one that holds a different simulation."""
+    from ._storage import ChunkStore, load_json, save_json_atomic
+
+    out = Path(out)
+    meta = _plan_meta(plan, chunk_size)
+    mpath = out / "meta.json"
+    if mpath.is_file():
+        old = load_json(mpath)
+        if not chunk_given:
+            meta["chunk_size"] = chunk_size = old.get("chunk_size", chunk_size)
+        diff = sorted(k for k in set(old) | set(meta) if old.get(k) != meta.get(k))
+        if diff:
+            raise ValueError(f"out={str(out)!r} holds a different simulation (differs in: "
+                             f"{', '.join(diff)}); use another directory")
+    else:
+        out.mkdir(parents=True, exist_ok=True)
+        save_json_atomic(mpath, meta)
+    return ChunkStore(out / "chunks"), chunk_size
+
+
+def simulate(net: ResNet, width: int, n_networks: int, X=None, K0=None, seed: int = 0,
+             backend: str = "numpy", *, all_layers: bool = False, sensitivity: bool = False,
+             dtype: str = "float64", method: str = "auto", chunk_size: Optional[int] = None,
+             device: Optional[str] = None, workers: Optional[int] = 1, scheduler=None,
+             out=None, progress: bool = False, _on_chunk=None) -> SimulationResult:
+    """Simulate ``n_networks`` independent networks of width ``width``.
+
+    Parameters
+    ----------
+    net : ResNet
+    width : int >= 1              N
+    n_networks : int >= 1         S
+    X : (P, d) data through the random input layer, or
+    K0 : (P, P) PSD input kernel: h^0_i ~ N(0, K0) i.i.d. over neurons (exactly one of X, K0)
+    seed : int >= 0               network s uses SeedSequence(seed, spawn_key=(s,))
+    backend : "numpy" | "torch"   torch uses CUDA when available (or ``device=``)
+    all_layers : keep Khat^l for l = 0..L (``layer_kernels``)
+    sensitivity : two inputs only: per-network d c^L/d c^0 (forward-mode tangent)
+    dtype : "float64" (default) | "float32"
+    method : "auto" | "gram" | "weights"   exact samplers, see the module docstring
+    chunk_size : networks per batch (and per stored chunk); default from a 256 MiB budget
+    workers : 1 (default, in-process) | None (all cores) | n processes
+    scheduler : Dask scheduler address or Client (overrides ``workers``)
+    out : directory: store chunks atomically and resume from them (see docs/simulation.md)
+    progress : Rich progress bar on stderr
+    """
+    plan, n_networks, chunk = _resolve(net, width, n_networks, X, K0, seed, backend, dtype,
+                                       method, all_layers, sensitivity, chunk_size, device)
+    store = None
+    if out is not None:
+        store, chunk = _open_store(out, plan, chunk, chunk_size is not None)
+    bounds = _chunk_bounds(n_networks, chunk)
+    from .parallel import run_tasks
+
+    keys = [f"chunk_{a:010d}_{b:010d}" for a, b in bounds]
+    chunks = run_tasks(partial(_simulate_chunk, plan), bounds, keys=keys, store=store,
+                       workers=workers, scheduler=scheduler, progress=progress,
+                       description="simulate", weights=[b - a for a, b in bounds],
+                       on_result=_on_chunk)
+    arrays = {k: np.concatenate([c[k] for c in chunks]) for k in chunks[0]}
+    res = SimulationResult(net=net, width=plan.width, K0=plan.K0, seed=plan.seed,
+                           backend=plan.backend, dtype=plan.dtype, method=plan.method,
+                           meta={"chunk_size": chunk, "n_chunks": len(bounds)}, **arrays)
+    if out is not None:
+        res.save(Path(out) / "result.npz")
+    return res

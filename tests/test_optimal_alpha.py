@@ -1,0 +1,68 @@
+"""Optimal alpha: argmax is a true maximum, analytic expression within its stated validity."""
+import math
+import warnings
+
+import numpy as np
+import pytest
+
+import resscale as rs
+
+
+@pytest.mark.parametrize("block", ["full", "reduced"])
+def test_numerical_argmax_is_a_maximum(block):
+    net = rs.ResNet(depth=200, block=block)
+    res = rs.optimal_alpha(net, 0.9)
+    assert res.interior
+    S = rs.sensitivity(net, 0.9, alphas=res.alpha * np.array([0.99, 1.0, 1.01]))
+    assert S[1] >= S[0] and S[1] >= S[2]
+    assert res.sensitivity == pytest.approx(S[1], rel=1e-12)
+    assert res.sensitivity > 1.0
+    # the scan grid itself never beats the refined optimum
+    assert res.sensitivity >= res.sensitivities.max() - 1e-12
+
+
+# Validity of alpha_analytic = sqrt(T*/L) (docs/theory.md Sec. 6.2): the relative error is
+# C/L + O(1/L^2) with |C| <= 10 over this grid (measured C from -2.2 to -9.0).
+GRID = [("full", 0.25, 0.9, 0.0), ("full", 1.0, 0.9, 0.0), ("full", 4.0, 0.99, 0.1), ("full", 16.0, 0.9, 0.1),
+        ("reduced", 0.25, 0.9, 0.0), ("reduced", 1.0, 0.99, 0.1), ("reduced", 16.0, 0.99, 0.0),
+        ("full", 0.25, 0.99, 0.1)]
+
+
+@pytest.mark.parametrize("block, sw2, c0, sb2", GRID)
+def test_analytic_alpha_error_is_order_one_over_L(block, sw2, c0, sb2):
+    errs = {}
+    for L in (100, 1000):
+        res = rs.optimal_alpha(rs.ResNet(depth=L, sigma_w2=sw2, sigma_b2=sb2, block=block), c0)
+        assert res.interior and math.isfinite(res.alpha_analytic)
+        errs[L] = res.alpha_analytic / res.alpha - 1.0
+        assert abs(errs[L]) <= 10.0 / L
+    # O(1/L) scaling: L * error approaches a constant
+    assert abs(1000 * errs[1000] - 100 * errs[100]) < 0.15 * abs(1000 * errs[1000]) + 0.05
+
+
+def test_alpha_star_scales_like_one_over_sqrt_L():
+    a = [rs.optimal_alpha(rs.ResNet(depth=L), 0.9).alpha for L in (300, 3000)]
+    assert math.log(a[0] / a[1]) / math.log(10) == pytest.approx(0.5, abs=0.01)
+
+
+def test_full_block_alpha_star_times_sigma_w_is_universal():
+    # full block, sigma_b2 = 0: the continuum flow depends on sigma_w2 T only (Eq. 6.5)
+    T = [rs.analytic_alpha(rs.ResNet(depth=100, sigma_w2=s), 0.9)[1] * s for s in (0.25, 1.0, 16.0)]
+    np.testing.assert_allclose(T, T[0], rtol=1e-6)
+
+
+def test_no_interior_maximum_is_reported():
+    net = rs.ResNet(depth=50, activation="relu")
+    with pytest.warns(rs.NoInteriorMaximumWarning, match="no interior maximum"):
+        res = rs.optimal_alpha(net, 0.9)
+    assert not res.interior and math.isnan(res.alpha) and "no interior maximum" in res.message
+    assert math.isnan(res.alpha_analytic) and res.analytic_note
+    with pytest.warns(rs.NoInteriorMaximumWarning, match="constant"):
+        rs.optimal_alpha(net, 1.0)  # relu, c0 = 1: S = 1 exactly
+
+
+def test_reduced_block_non_odd_activation_has_no_analytic_value():
+    with warnings.catch_warnings():
+        warnings.simplefilter("ignore", rs.NoInteriorMaximumWarning)
+        res = rs.optimal_alpha(rs.ResNet(depth=50, activation="relu", block="reduced"), 0.9)
+    assert math.isnan(res.alpha_analytic) and "zero-mean" in res.analytic_note
