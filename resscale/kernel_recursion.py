@@ -20,13 +20,83 @@ e^{-s/2} m with a running log-scale s (biases enter as sigma_b2 e^{-s}); depth
 """
 from __future__ import annotations
 
+import os
+from concurrent.futures import ThreadPoolExecutor
 from dataclasses import dataclass
+from functools import lru_cache
 
 import numpy as np
 
 from .inputs import input_kernel
 
 _RENORM = 1e50  # renormalise the homogeneous recursion once the diagonal leaves [1/_RENORM, _RENORM]
+_THREAD_MIN = 32_768  # packed kernels larger than this are split across threads (NumPy ufuncs release the GIL)
+
+
+@lru_cache(maxsize=1)
+def _executor():
+    return ThreadPoolExecutor(max_workers=max(1, min(os.cpu_count() or 1, 8)))
+
+
+class MatrixLayout:
+    """Kernel stored as a (P, P) matrix (used by the response function)."""
+
+    @staticmethod
+    def diag(K):
+        return np.diagonal(K, axis1=-2, axis2=-1)
+
+    @staticmethod
+    def G(phi, K):
+        return pair_matrix(phi, K)
+
+    @staticmethod
+    def cross(m, mu):
+        c = m[..., :, None] * mu[..., None, :]
+        return c + np.swapaxes(c, -1, -2)
+
+
+class PackedLayout:
+    """Kernel stored as its upper triangle (P(P+1)/2,): half the Gaussian integrals.
+
+    Large kernels are evaluated in chunks on a thread pool (Sec. 3, performance).
+    """
+
+    def __init__(self, P):
+        self.P = P
+        self.i, self.j = np.triu_indices(P)
+        self.didx = np.flatnonzero(self.i == self.j)
+
+    def pack(self, K):
+        return K[..., self.i, self.j]
+
+    def unpack(self, k):
+        K = np.empty(k.shape[:-1] + (self.P, self.P))
+        K[..., self.i, self.j] = k
+        K[..., self.j, self.i] = k
+        return K
+
+    def diag(self, k):
+        return k[..., self.didx]
+
+    def G(self, phi, k):
+        d = k[self.didx]
+        n = k.size
+        if n < _THREAD_MIN:
+            out = phi.kernel(d[self.i], d[self.j], k)
+        else:
+            bounds = np.linspace(0, n, (os.cpu_count() or 1) + 1).astype(int)
+            parts = _executor().map(lambda b: phi.kernel(d[self.i[b[0]:b[1]]], d[self.j[b[0]:b[1]]],
+                                                         k[b[0]:b[1]]), zip(bounds[:-1], bounds[1:]))
+            out = np.concatenate(list(parts))
+        if not phi.closed_form:  # closed forms are exact on the diagonal; quadrature uses the 1-D rule
+            out[self.didx] = phi.diag(d)[0]
+        return out
+
+    def cross(self, m, mu):
+        return m[self.i] * mu[self.j] + mu[self.i] * m[self.j]
+
+
+MATRIX = MatrixLayout()
 
 
 def pair_matrix(phi, K, grad=False):
@@ -85,26 +155,28 @@ class KernelTrajectory:
         return np.exp(ls)[..., None, None] * self.kernels
 
 
-def kernel_step(net, K, m, log_scale=0.0):
-    """One layer of the (normalised) recursion Eq. 3.1-3.4; returns (K~', m~', log_scale')."""
+def kernel_step(net, K, m, log_scale=0.0, layout=MATRIX):
+    """One layer of the (normalised) recursion Eq. 3.1-3.4; returns (K~', m~', log_scale').
+
+    ``layout`` says how K is stored: MATRIX (P, P) or a PackedLayout (upper triangle).
+    """
     a, sw2 = net.alpha, net.sigma_w2
     sb2 = net.sigma_b2 * np.exp(-log_scale)
     phi = net.phi
     if net.block == "full":
-        K = K + a * a * (sw2 * pair_matrix(phi, K) + sb2)
+        K = K + a * a * (sw2 * layout.G(phi, K) + sb2)
     elif net.block == "reduced":
         Z = sw2 * K + sb2
         if phi.odd:
-            K = K + a * a * pair_matrix(phi, Z)
+            K = K + a * a * layout.G(phi, Z)
         else:
-            mu = phi.mean(np.diagonal(Z, axis1=-2, axis2=-1))[0]
-            cross = m[..., :, None] * mu[..., None, :]
-            K = K + a * (cross + np.swapaxes(cross, -1, -2)) + a * a * pair_matrix(phi, Z)
+            mu = phi.mean(layout.diag(Z))[0]
+            K = K + a * layout.cross(m, mu) + a * a * layout.G(phi, Z)
             m = m + a * mu
     else:
-        K = sw2 * pair_matrix(phi, K) + sb2
+        K = sw2 * layout.G(phi, K) + sb2
     if phi.homogeneous:
-        r = float(np.max(np.diagonal(K, axis1=-2, axis2=-1)))
+        r = float(np.max(layout.diag(K)))
         if r > _RENORM or 0.0 < r < 1.0 / _RENORM:
             K = K / r
             m = m / np.sqrt(r)
@@ -115,18 +187,20 @@ def kernel_step(net, K, m, log_scale=0.0):
 def kernel_recursion(net, X=None, K0=None, all_layers=False) -> KernelTrajectory:
     """Run the mean-field recursion through ``net.depth`` layers (Eq. 3.1-3.5)."""
     K = input_kernel(net, X=X, K0=K0)
+    layout = PackedLayout(K.shape[0])
+    k = layout.pack(K)
     m = np.zeros(K.shape[0])
     s = 0.0
-    Ks, ms, ss = [K], [m], [s]
+    ks, ms, ss = [k], [m], [s]
     for _ in range(net.depth):
-        K, m, s = kernel_step(net, K, m, s)
+        k, m, s = kernel_step(net, k, m, s, layout)
         if all_layers:
-            Ks.append(K)
+            ks.append(k)
             ms.append(m)
             ss.append(s)
     if all_layers:
-        return KernelTrajectory(np.stack(Ks), np.stack(ms), np.asarray(ss))
-    return KernelTrajectory(K, m, np.asarray(s))
+        return KernelTrajectory(layout.unpack(np.stack(ks)), np.stack(ms), np.asarray(ss))
+    return KernelTrajectory(layout.unpack(k), m, np.asarray(s))
 
 
 def mean_field_kernel(net, X=None, K0=None, all_layers=False) -> np.ndarray:

@@ -1,0 +1,267 @@
+"""Benchmark: resscale's mean-field kernel and alpha* scan against neural-tangents (issue 2).
+
+Run from the repository root in the main environment:
+
+    python benchmarks/bench_mean_field.py            # full: P = 500, L = 1000 (about 10 minutes)
+    python benchmarks/bench_mean_field.py --quick    # P = 100, L = 200, best NT methods only
+    python benchmarks/bench_mean_field.py --no-nt    # resscale only
+
+Work items (erf, full block, sigma_w2 = 1, sigma_b2 = 0, sigma_in2 = 1, sigma_bin2 = 0):
+  1. K^L = resscale.mean_field_kernel(net, X=X) for P random inputs (d = 50, seed 0),
+     depth L, alpha = 0.1; neural-tangents: kernel_fn(x, None, 'nngp').
+  2. alpha* scan: resscale.optimal_alpha(net, c0=0.9) (200 log-spaced alphas in
+     [1e-4, 1e2] in one vectorised pass, then Brent refinement, plus the analytic
+     alpha*), and the grid pass alone, resscale.log_sensitivity(net, 0.9, 1, grid);
+     neural-tangents: the 2x2 kernel for the same 200 alphas (jit + vmap over alpha),
+     and the same plus d c^L / d c^0 by jax.grad (the sensitivity itself).
+
+neural-tangents runs in its own environment (.bench-venv, jax 0.4.30; see
+benchmarks/README.md) through ``benchmarks/nt_kernel.py`` in a subprocess; without
+that environment the NT columns are skipped with a message. Timings are best-of-n
+wall clock (time.perf_counter); "first call" includes JAX's compilation.
+"""
+from __future__ import annotations
+
+import argparse
+import json
+import math
+import os
+import platform
+import subprocess
+import sys
+import tempfile
+import time
+import warnings
+from pathlib import Path
+
+import numpy as np
+
+ROOT = Path(__file__).resolve().parent.parent
+sys.path.insert(0, str(ROOT))
+import resscale as rs  # noqa: E402
+
+NT_PYTHON = ROOT / ".bench-venv" / "bin" / "python"
+NT_SCRIPT = ROOT / "benchmarks" / "nt_kernel.py"
+
+
+def parse_args(argv=None):
+    p = argparse.ArgumentParser(description="resscale vs neural-tangents: mean-field kernel and alpha* scan")
+    p.add_argument("--P", type=int, default=None, help="number of inputs (default 500; --quick 100)")
+    p.add_argument("--L", type=int, default=None, help="depth (default 1000; --quick 200)")
+    p.add_argument("--d", type=int, default=50)
+    p.add_argument("--alpha", type=float, default=0.1)
+    p.add_argument("--c0", type=float, default=0.9)
+    p.add_argument("--n-alphas", type=int, default=200, help="alpha grid of the scan (optimal_alpha's n_grid)")
+    p.add_argument("--n-repeat", type=int, default=None, help="best-of-n (default 5; --quick 2)")
+    p.add_argument("--quick", action="store_true",
+                   help="small case and only the best NT methods (jit + repeat, jit + vmap)")
+    p.add_argument("--no-nt", action="store_true", help="skip neural-tangents")
+    p.add_argument("--nt-python", default=str(NT_PYTHON), help="python of the neural-tangents venv")
+    p.add_argument("--nt-timeout", type=float, default=1800.0, help="seconds before the NT run is abandoned")
+    p.add_argument("--json", default=None, help="also write all measurements to this JSON file")
+    a = p.parse_args(argv)
+    a.P = a.P or (100 if a.quick else 500)
+    a.L = a.L or (200 if a.quick else 1000)
+    a.n_repeat = a.n_repeat or (2 if a.quick else 5)
+    return a
+
+
+def best_of(fn, n):
+    """(first-call seconds, best of n further calls, result, process CPU seconds of that best call)."""
+    t = time.perf_counter()
+    out = fn()
+    first = time.perf_counter() - t
+    best, best_cpu = math.inf, math.nan
+    for _ in range(n):
+        t, c = time.perf_counter(), time.process_time()
+        out = fn()
+        w = time.perf_counter() - t
+        if w < best:
+            best, best_cpu = w, time.process_time() - c
+    return first, best, out, best_cpu
+
+
+def thread_settings():
+    keys = ["OMP_NUM_THREADS", "OPENBLAS_NUM_THREADS", "MKL_NUM_THREADS", "XLA_FLAGS"]
+    env = {k: os.environ.get(k, "(unset)") for k in keys}
+    try:
+        from threadpoolctl import threadpool_info
+        env["blas"] = [f"{i.get('internal_api')} x{i.get('num_threads')}" for i in threadpool_info()]
+    except Exception:
+        pass
+    return env
+
+
+def run_resscale(a, X):
+    net = rs.ResNet(depth=a.L, alpha=a.alpha, sigma_w2=1.0, sigma_b2=0.0, sigma_in2=1.0, sigma_bin2=0.0,
+                    activation="erf", block="full")
+    out = {}
+    print(f"[resscale] mean_field_kernel P={a.P} L={a.L} ...", flush=True)
+    first, best, K, cpu = best_of(lambda: rs.mean_field_kernel(net, X=X), a.n_repeat)
+    out["kernel"] = {"first_call_s": first, "steady_s": best, "steady_cpu_s": cpu}
+    print(f"[resscale]   first {first:.3f} s, best {best:.3f} s", flush=True)
+
+    print(f"[resscale] optimal_alpha c0={a.c0} L={a.L} n_grid={a.n_alphas} ...", flush=True)
+    with warnings.catch_warnings():
+        warnings.simplefilter("ignore")
+        first, best, res, cpu = best_of(lambda: rs.optimal_alpha(net, c0=a.c0, n_grid=a.n_alphas), a.n_repeat)
+    out["optimal_alpha"] = {"first_call_s": first, "steady_s": best, "steady_cpu_s": cpu, "alpha": res.alpha,
+                            "sensitivity": res.sensitivity, "alpha_analytic": res.alpha_analytic}
+    print(f"[resscale]   first {first:.3f} s, best {best:.3f} s; alpha* = {res.alpha:.6g}, "
+          f"S = {res.sensitivity:.6g}, analytic {res.alpha_analytic:.6g}", flush=True)
+
+    grid = np.logspace(-4, 2, a.n_alphas)
+    first, best, logS, cpu = best_of(lambda: rs.log_sensitivity(net, a.c0, 1.0, grid, strict=False),
+                                     a.n_repeat)
+    out["sensitivity_grid"] = {"first_call_s": first, "steady_s": best, "steady_cpu_s": cpu}
+    print(f"[resscale] log_sensitivity on the {a.n_alphas}-alpha grid: best {best:.3f} s", flush=True)
+    return out, K, np.exp(logS)
+
+
+def run_nt(a, X, tmp):
+    py = Path(a.nt_python)
+    if not py.exists():
+        print(f"[nt] SKIPPED: {py} not found. Create the neural-tangents venv as in benchmarks/README.md "
+              f"to get the neural-tangents columns.", flush=True)
+        return None, None, None
+    xfile, kfile, sfile = tmp / "X.npy", tmp / "K_nt.npy", tmp / "scan_nt.npz"
+    np.save(xfile, X)
+    cmd = [str(py), str(NT_SCRIPT), "--X", str(xfile), "--L", str(a.L), "--alpha", str(a.alpha),
+           "--c0", str(a.c0), "--alphas-count", str(a.n_alphas), "--n-repeat", str(min(a.n_repeat, 3)),
+           "--out-kernel", str(kfile), "--out-scan", str(sfile), "--verify"]
+    if a.quick:
+        cmd += ["--kernel-methods", "repeat-jit", "--scan-methods", "vmap-kernel,vmap-sens"]
+    print("[nt] running:", " ".join(cmd), flush=True)
+    t = time.perf_counter()
+    try:
+        proc = subprocess.run(cmd, capture_output=True, text=True, timeout=a.nt_timeout)
+    except subprocess.TimeoutExpired:
+        print(f"[nt] SKIPPED: neural-tangents did not finish within {a.nt_timeout:.0f} s", flush=True)
+        return None, None, None
+    for line in proc.stderr.splitlines():
+        if line.startswith("[nt]"):
+            print(line, flush=True)
+    if proc.returncode != 0:
+        print(f"[nt] FAILED (exit {proc.returncode}):\n{proc.stderr[-3000:]}", flush=True)
+        return None, None, None
+    res = json.loads(proc.stdout)
+    print(f"[nt] done in {time.perf_counter() - t:.0f} s", flush=True)
+    K = np.load(kfile) if kfile.exists() else None
+    scan = dict(np.load(sfile)) if sfile.exists() else None
+    return res, K, scan
+
+
+def fmt_t(s):
+    if s is None or not np.isfinite(s):
+        return "-"
+    return f"{s * 1e3:.1f} ms" if s < 1 else f"{s:.2f} s"
+
+
+def main(argv=None):
+    a = parse_args(argv)
+    X = np.random.default_rng(0).standard_normal((a.P, a.d))
+    load0 = os.getloadavg()
+    machine = (f"{platform.node() or 'host'}: {os.cpu_count()} cores, {platform.processor() or platform.machine()}, "
+               f"Python {platform.python_version()}, NumPy {np.__version__}, resscale {rs.__version__}")
+    print(f"machine: {machine}")
+    print(f"threads: {thread_settings()}")
+    print(f"load average before: {load0[0]:.2f} {load0[1]:.2f} {load0[2]:.2f}\n", flush=True)
+
+    rs_res, K_rs, S_rs = run_resscale(a, X)
+    with tempfile.TemporaryDirectory() as td:
+        nt_res, K_nt, scan_nt = (None, None, None) if a.no_nt else run_nt(a, X, Path(td))
+    load1 = os.getloadavg()
+
+    checks = {}
+    if K_nt is not None:
+        d = np.abs(K_rs - K_nt)
+        norm = np.sqrt(np.outer(np.diag(K_rs), np.diag(K_rs)))
+        checks["kernel_max_rel_diff"] = float(np.max(d / np.abs(K_rs)))
+        checks["kernel_max_diff_over_sqrt_KaaKbb"] = float(np.max(d / norm))
+    if scan_nt is not None and "S" in scan_nt:
+        S_nt = scan_nt["S"]
+        al = scan_nt["alphas"]
+        a_cut = 2.0 * rs_res["optimal_alpha"]["alpha"] if np.isfinite(rs_res["optimal_alpha"]["alpha"]) else 1.0
+        ok = np.isfinite(S_nt) & np.isfinite(S_rs) & (al <= a_cut)
+        rel = np.abs(S_nt - S_rs) / np.abs(S_rs)
+        checks[f"sensitivity_max_rel_diff_alpha_le_{a_cut:.3g}"] = float(np.max(rel[ok]))
+        bad = ~(rel < 1e-3)
+        checks["nt_autodiff_S_off_by_1e-3_points"] = (
+            f"{int(bad.sum())} of {len(al)}" + (f" (alpha >= {al[bad].min():.3g}; NT's jax.grad through "
+                                                 "kernel_fn degrades at large K, its kernel values do not)"
+                                                 if bad.any() else ""))
+        checks["nt_grid_argmax_alpha"] = float(scan_nt["alphas"][int(np.nanargmax(S_nt))])
+    if nt_res and "verify" in nt_res:
+        checks["nt_vs_closed_form"] = nt_res["verify"]["nngp_vs_closed_form_max_rel_diff"]
+
+    rows = []
+
+    def row(item, t_rs, t_nt, note="", c_rs=None, c_nt=None):
+        ratio = (t_nt / t_rs) if (t_rs and t_nt and np.isfinite(t_nt)) else None
+        cpu = (f"{fmt_t(c_rs)} / {fmt_t(c_nt)}" if c_rs is not None and c_nt is not None
+               and np.isfinite(c_rs) and np.isfinite(c_nt) else "")
+        rows.append((item, fmt_t(t_rs), fmt_t(t_nt), "-" if ratio is None else f"{ratio:.2f}x", cpu, note))
+
+    ntk = (nt_res or {}).get("kernel", {})
+    nts = (nt_res or {}).get("alpha_scan", {})
+    g = lambda dct, m, k: dct.get(m, {}).get(k)  # noqa: E731
+    kr, oa, sg = rs_res["kernel"], rs_res["optimal_alpha"], rs_res["sensitivity_grid"]
+    kname = f"kernel P={a.P}, L={a.L}"
+    sname = f"alpha scan {a.n_alphas} alphas, L={a.L}"
+    row(f"{kname}: steady state", kr["steady_s"], g(ntk, "repeat-jit", "steady_s"), "NT: jit(stax.repeat)",
+        kr["steady_cpu_s"], g(ntk, "repeat-jit", "steady_cpu_s"))
+    row(f"{kname}: first call", kr["first_call_s"], g(ntk, "repeat-jit", "first_call_s"), "NT incl. compile")
+    if "serial-jit" in ntk:
+        e = ntk["serial-jit"]
+        row(f"{kname}: NT jit(stax.serial)", kr["steady_s"], e["steady_s_at_L"],
+            f"NT at L={e['L_measured']} x{a.L / e['L_measured']:g}; compile {e['first_call_s']:.0f} s at "
+            f"L={e['L_measured']}" if e["extrapolated"] else "")
+    if "serial-eager" in ntk:
+        e = ntk["serial-eager"]
+        row(f"{kname}: NT eager stax.serial", kr["steady_s"], e["steady_s_at_L"],
+            f"NT at L={e['L_measured']} x{a.L / e['L_measured']:g}" if e["extrapolated"] else "")
+    row(f"{sname}: optimal_alpha vs NT 2x2 kernels", oa["steady_s"], g(nts, "vmap-kernel", "steady_s"),
+        "NT: jit(vmap over alpha)", oa["steady_cpu_s"], g(nts, "vmap-kernel", "steady_cpu_s"))
+    row(f"{sname}: optimal_alpha vs NT kernels + dS", oa["steady_s"], g(nts, "vmap-sens", "steady_s"),
+        "NT: jit(vmap(grad)) = S(alpha)", oa["steady_cpu_s"], g(nts, "vmap-sens", "steady_cpu_s"))
+    row(f"{sname}: S grid only vs NT kernels + dS", sg["steady_s"], g(nts, "vmap-sens", "steady_s"),
+        "resscale: log_sensitivity(grid)", sg["steady_cpu_s"], g(nts, "vmap-sens", "steady_cpu_s"))
+    row(f"{sname}: first call, optimal_alpha vs NT vmap kernels", oa["first_call_s"],
+        g(nts, "vmap-kernel", "first_call_s"), "NT incl. compile")
+    if "loop-jit" in nts:
+        row(f"{sname}: NT loop of jitted calls", oa["steady_s"], nts["loop-jit"]["steady_s"],
+            f"NT compile {nts['loop-jit']['compile_s']:.1f} s extra")
+    if "loop-rebuild" in nts:
+        e = nts["loop-rebuild"]
+        row(f"{sname}: NT eager, net rebuilt per alpha", oa["steady_s"], e["steady_s"],
+            f"NT: {e['alphas_timed']} alphas timed, extrapolated")
+
+    head = ("work item", "resscale", "neural-tangents", "NT/resscale", "CPU s rs / NT", "note")
+    w = [max(len(r[i]) for r in rows + [head]) for i in range(len(head))]
+    print("\nwall clock, best of n (CPU column: process CPU time of the same calls, all threads)")
+    print(" | ".join(h.ljust(w[i]) for i, h in enumerate(head)))
+    print("-+-".join("-" * w[i] for i in range(len(head))))
+    for r in rows:
+        print(" | ".join(c.ljust(w[i]) for i, c in enumerate(r)))
+    print()
+    print(f"resscale optimal_alpha: alpha* = {oa['alpha']:.6g} (S = {oa['sensitivity']:.6g}), "
+          f"analytic {oa['alpha_analytic']:.6g}")
+    if nt_res is None and not a.no_nt:
+        print("neural-tangents: not run (see message above)")
+    elif nt_res is not None:
+        print(f"neural-tangents {nt_res['versions']['neural_tangents']}, jax {nt_res['versions']['jax']}, "
+              f"{nt_res['dtype']}, XLA CPU default threads; {nt_res['machine']['cpu_count']} cores")
+    for k, v in checks.items():
+        print(f"check {k}: {v:.3g}" if isinstance(v, float) else f"check {k}: {v}")
+    print(f"load average after: {load1[0]:.2f} {load1[1]:.2f} {load1[2]:.2f} "
+          f"(timings on a loaded machine are upper bounds)")
+    if a.json:
+        Path(a.json).write_text(json.dumps({"machine": machine, "threads": thread_settings(),
+                                            "loadavg_before": load0, "loadavg_after": load1,
+                                            "args": vars(a), "resscale": rs_res, "neural_tangents": nt_res,
+                                            "checks": checks, "table": rows}, indent=1, default=str))
+    return 0
+
+
+if __name__ == "__main__":
+    sys.exit(main())

@@ -1,0 +1,4 @@
+"""``python -m resscale``: the same CLI as the ``resscale`` command."""
+from .cli import app
+
+app()

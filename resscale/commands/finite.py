@@ -1,0 +1,62 @@
+"""``resscale finite``: the 1/N finite-width theory (K^L, M^L, V^L) for one network.
+
+Prints the mean-field kernel K, the mean shift M (E Khat = K + M/N) and the
+covariance V (N Cov(Khat_ab, Khat_cd) = V_abcd), plus the independent-noise
+closure of V for comparison; ``--json`` prints one JSON object instead.
+See docs/theory.md Sec. 4.
+"""
+from __future__ import annotations
+
+import json
+from typing import Optional
+
+import typer
+
+
+def register(app: typer.Typer) -> None:
+    @app.command("finite")
+    def finite(
+        depth: int = typer.Option(20, help="Number of residual blocks L."),
+        alpha: float = typer.Option(0.5, help="Residual scaling alpha."),
+        c0: float = typer.Option(0.5, "--c0", help="Input correlation (two inputs of norm q0)."),
+        q0: float = typer.Option(1.0, "--q0", help="Input norm K^0_aa."),
+        width: Optional[int] = typer.Option(None, help="Width N (adds K + M/N and V/N to the output)."),
+        activation: str = typer.Option("erf", help="erf, tanh, relu, linear or gelu."),
+        block: str = typer.Option("full", help="full or feedforward (reduced: not implemented yet)."),
+        sigma_w2: float = typer.Option(1.0, "--sigma-w2"),
+        sigma_b2: float = typer.Option(0.0, "--sigma-b2"),
+        no_mean: bool = typer.Option(False, "--no-mean", help="Skip M (faster)."),
+        as_json: bool = typer.Option(False, "--json", help="Print JSON."),
+    ):
+        """Finite-width kernel statistics: mean-field K, mean shift M, covariance V."""
+        import numpy as np
+
+        from ..finite_width import finite_width
+        from ..inputs import two_input_kernel
+        from ..network import ResNet
+
+        try:
+            net = ResNet(depth=depth, alpha=alpha, sigma_w2=sigma_w2, sigma_b2=sigma_b2,
+                         activation=activation, block=block)
+            fw = finite_width(net, width=width, K0=two_input_kernel(c0, q0), mean_shift=not no_mean)
+        except (ValueError, NotImplementedError) as exc:
+            typer.echo(f"Error: {exc}", err=True)
+            raise typer.Exit(2)
+        if as_json:
+            d = fw.to_dict()
+            if width is not None and not no_mean:
+                d["expected_kernel"] = fw.expected_kernel.tolist()
+            typer.echo(json.dumps(d))
+            return
+        np.set_printoptions(precision=5, suppress=True)
+        typer.echo(f"{net}")
+        typer.echo(f"K^L (mean field):\n{fw.kernel}")
+        if not no_mean:
+            typer.echo(f"M^L (E Khat = K + M/N):\n{fw.mean_shift}")
+        iu = [(0, 0), (0, 1), (1, 1)]
+        typer.echo("V^L (N Cov(Khat_ab, Khat_cd)), rows/cols ab = 11, 12, 22:")
+        typer.echo(str(np.array([[fw.covariance[a + c] for c in iu] for a in iu])))
+        typer.echo("independent-noise closure of V (for comparison):")
+        typer.echo(str(np.array([[fw.covariance_independent[a + c] for c in iu] for a in iu])))
+        if width is not None and not no_mean:
+            typer.echo(f"E[Khat^L] at N={width}:\n{fw.expected_kernel}")

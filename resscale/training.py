@@ -1,0 +1,753 @@
+"""Training validation: does the theory's alpha* predict the residual scaling that trains best?
+
+See docs/training.md. Pieces (torch is optional: it is imported inside functions):
+
+* :func:`build_model` -- an MLP-ResNet of exactly the SPEC family (input layer,
+  ``depth`` blocks ``full`` / ``reduced`` / ``feedforward`` with scaling alpha,
+  linear readout), initialised with the SPEC variances of a :class:`ResNet`.
+* :func:`train_run` -- train one (depth, alpha, seed) on a dataset of
+  :mod:`resscale.datasets`; returns a JSON-friendly record.
+* :func:`data_kernel_stats` -- q0 and c0 of the data through the input layer.
+* :func:`theory_for_depth` -- alpha*, the sensitivity curve S(alpha) and the
+  high-sensitivity band for the data's (c0, q0).
+* :func:`run_sweep` -- the sweep over depths x alphas x seeds: Rich progress,
+  resumable (one JSON per finished run under ``out/runs/``, written atomically),
+  parallel across processes; writes ``results.json``, ``summary.md`` and
+  ``accuracy_vs_alpha.png``.
+"""
+from __future__ import annotations
+
+import dataclasses
+import hashlib
+import json
+import math
+import os
+import time
+from dataclasses import dataclass
+from functools import lru_cache
+from pathlib import Path
+from typing import Optional, Sequence
+
+import numpy as np
+
+from .datasets import check_dataset_name, load_dataset
+from .network import BLOCKS, ResNet
+
+OPTIMIZERS = ("adam", "sgd")
+READOUTS = ("normal", "zero")
+C0_PAIRS = ("between", "all", "within", "nearest", "one")
+BAND_LEVEL = 0.9          # high-sensitivity band: S >= BAND_LEVEL * max S
+TORCH_ACTIVATIONS = ("erf", "tanh", "relu", "linear", "gelu")
+
+
+# ------------------------------------------------------------------ helpers
+def _torch():
+    try:
+        import torch
+    except ImportError as exc:  # pragma: no cover - depends on the environment
+        raise ImportError("training needs PyTorch: pip install 'resscale[train]' (or pip install torch)") from exc
+    return torch
+
+
+def resolve_device(device: str = "cpu") -> str:
+    """``cpu``, ``cuda`` or ``auto`` (cuda when available, else cpu)."""
+    if device not in ("cpu", "cuda", "auto"):
+        raise ValueError(f"device must be 'cpu', 'cuda' or 'auto', got {device!r}")
+    if device == "cpu":
+        return "cpu"
+    torch = _torch()
+    if torch.cuda.is_available():
+        return "cuda"
+    if device == "cuda":
+        raise ValueError("device 'cuda' requested but torch.cuda.is_available() is False")
+    return "cpu"
+
+
+def parse_alphas(spec) -> tuple:
+    """``"0.03,0.3,3"``, ``"logspace:LO:HI:N"`` (N log-spaced values), or a sequence of numbers.
+
+    Every alpha must be finite and > 0 (the sweep and its plot use a log axis).
+    """
+    if isinstance(spec, str):
+        s = spec.strip()
+        if s.lower().startswith("logspace:"):
+            parts = s.split(":")
+            if len(parts) != 4:
+                raise ValueError(f"alpha grid must be 'logspace:LO:HI:N', got {spec!r}")
+            try:
+                lo, hi, n = float(parts[1]), float(parts[2]), int(parts[3])
+            except ValueError:
+                raise ValueError(f"alpha grid must be 'logspace:LO:HI:N' with numbers, got {spec!r}") from None
+            if not (lo > 0 and hi > 0 and math.isfinite(lo) and math.isfinite(hi)):
+                raise ValueError(f"logspace bounds must be finite and > 0 (alpha must be > 0), got {spec!r}")
+            if n < 1:
+                raise ValueError(f"logspace needs N >= 1 points, got {spec!r}")
+            values = np.geomspace(lo, hi, n) if n > 1 else np.array([lo])
+        else:
+            try:
+                values = [float(v) for v in s.split(",") if v.strip()]
+            except ValueError:
+                raise ValueError(f"alphas must be comma-separated numbers or 'logspace:LO:HI:N', got {spec!r}") from None
+    else:
+        try:
+            values = [float(v) for v in np.atleast_1d(spec)]
+        except (TypeError, ValueError):
+            raise ValueError(f"alphas must be numbers, got {spec!r}") from None
+    values = [float(f"{v:.6g}") for v in values]
+    if not values:
+        raise ValueError("alphas must not be empty")
+    for v in values:
+        if not math.isfinite(v) or v <= 0:
+            raise ValueError(f"every alpha must be finite and > 0, got {v!r}")
+    return tuple(sorted(set(values)))
+
+
+def parse_ints(spec, name: str, min_value: int = 1) -> tuple:
+    """``"20,50,100"`` or a sequence of ints, each >= min_value."""
+    items = spec.split(",") if isinstance(spec, str) else list(np.atleast_1d(spec))
+    out = []
+    for v in items:
+        if isinstance(v, str) and not v.strip():
+            continue
+        try:
+            f = float(v)
+        except (TypeError, ValueError):
+            raise ValueError(f"{name} must be integers, got {spec!r}") from None
+        if not math.isfinite(f) or f != int(f):
+            raise ValueError(f"{name} must be integers, got {v!r}")
+        if int(f) < min_value:
+            raise ValueError(f"{name} must be >= {min_value}, got {int(f)}")
+        out.append(int(f))
+    if not out:
+        raise ValueError(f"{name} must not be empty")
+    return tuple(sorted(set(out)))
+
+
+def _finite_or_none(x):
+    x = float(x)
+    return x if math.isfinite(x) else None
+
+
+def _atomic_write_json(path: Path, obj) -> None:
+    path = Path(path)
+    tmp = path.with_name(f".{path.name}.{os.getpid()}.tmp")
+    with open(tmp, "w") as fh:
+        json.dump(obj, fh, indent=1, allow_nan=False)
+        fh.flush()
+        os.fsync(fh.fileno())
+    os.replace(tmp, path)
+
+
+# ------------------------------------------------------------------ model
+def torch_activation(name: str):
+    """The torch function of a built-in activation name (user callables are not trainable here)."""
+    torch = _torch()
+    table = {"erf": torch.erf, "tanh": torch.tanh, "relu": torch.relu, "linear": lambda u: u,
+             "gelu": torch.nn.functional.gelu}  # exact gelu u * Phi(u), as resscale.activations
+    if name not in table:
+        raise ValueError(f"training supports activations {TORCH_ACTIVATIONS}, got {name!r}")
+    return table[name]
+
+
+@lru_cache(maxsize=1)
+def _model_class():
+    torch = _torch()
+    nn = torch.nn
+
+    class MLPResNet(nn.Module):
+        """h^0 = W^0 x + b^0; L blocks (full / reduced / feedforward); logits = W^out h^L + b^out."""
+
+        def __init__(self, d, width, n_classes, depth, alpha, block, activation):
+            super().__init__()
+            self.alpha = float(alpha)
+            self.block = block
+            self.activation = activation
+            self.phi = torch_activation(activation)
+            self.inp = nn.Linear(d, width)
+            self.blocks = nn.ModuleList([nn.Linear(width, width) for _ in range(depth)])
+            self.readout = nn.Linear(width, n_classes)
+
+        def features(self, x):
+            """The residual stream h^L (before the readout), shape (batch, width)."""
+            h = self.inp(x)
+            a, phi = self.alpha, self.phi
+            if self.block == "full":
+                for lin in self.blocks:
+                    h = h + a * lin(phi(h))
+            elif self.block == "reduced":
+                for lin in self.blocks:
+                    h = h + a * phi(lin(h))
+            else:
+                for lin in self.blocks:
+                    h = lin(phi(h))
+            return h
+
+        def forward(self, x):
+            return self.readout(self.features(x))
+
+    return MLPResNet
+
+
+def build_model(net: ResNet, d: int, width: int, n_classes: int, *, seed: int = 0,
+                readout: str = "normal", dtype=None, device: str = "cpu"):
+    """An MLP-ResNet of the SPEC family with the variances of ``net``, seeded.
+
+    Initialisation (SPEC): W^0 ~ N(0, sigma_in2/d), b^0 ~ N(0, sigma_bin2);
+    W^l ~ N(0, sigma_w2/N), b^l ~ N(0, sigma_b2) for l = 1..depth; readout
+    W^out ~ N(0, 1/N), b^out = 0 (``readout="normal"``) or W^out = b^out = 0
+    (``readout="zero"``). All parameters are trained.
+    """
+    torch = _torch()
+    if not isinstance(net, ResNet):
+        raise TypeError(f"net must be a resscale.ResNet, got {type(net).__name__}")
+    if net.phi.name not in TORCH_ACTIVATIONS:
+        raise ValueError(f"training supports activations {TORCH_ACTIVATIONS}, got {net.phi.name!r}")
+    if readout not in READOUTS:
+        raise ValueError(f"readout must be one of {READOUTS}, got {readout!r}")
+    for name, v in (("d", d), ("width", width), ("n_classes", n_classes)):
+        if int(v) != v or v < 1:
+            raise ValueError(f"{name} must be a positive integer, got {v!r}")
+    dtype = torch.float32 if dtype is None else dtype
+    model = _model_class()(int(d), int(width), int(n_classes), net.depth, net.alpha, net.block, net.phi.name)
+    g = torch.Generator().manual_seed(int(seed))
+
+    def normal_(p, var):
+        with torch.no_grad():
+            p.copy_(torch.randn(p.shape, generator=g, dtype=torch.float64) * math.sqrt(var))
+
+    normal_(model.inp.weight, net.sigma_in2 / d)
+    normal_(model.inp.bias, net.sigma_bin2)
+    for lin in model.blocks:
+        normal_(lin.weight, net.sigma_w2 / width)
+        normal_(lin.bias, net.sigma_b2)
+    normal_(model.readout.weight, (1.0 / width) if readout == "normal" else 0.0)
+    normal_(model.readout.bias, 0.0)
+    return model.to(device=device, dtype=dtype)
+
+
+# ------------------------------------------------------------------ one run
+@dataclass(frozen=True)
+class TrainConfig:
+    """Everything that determines a training run except (depth, alpha, seed)."""
+
+    dataset: str = "digits"
+    width: int = 64
+    epochs: int = 3
+    lr: float = 1e-3
+    batch_size: int = 64
+    optimizer: str = "adam"
+    momentum: float = 0.9          # SGD only
+    activation: str = "erf"
+    block: str = "full"
+    sigma_w2: float = 1.0
+    sigma_b2: float = 0.0
+    sigma_in2: float = 1.0
+    sigma_bin2: float = 0.0
+    readout: str = "normal"
+    test_fraction: float = 0.25
+    split_seed: int = 0
+
+    def __post_init__(self):
+        object.__setattr__(self, "dataset", check_dataset_name(self.dataset))
+        for name in ("width", "epochs", "batch_size"):
+            v = getattr(self, name)
+            if isinstance(v, bool) or int(v) != v or v < 1:
+                raise ValueError(f"{name} must be a positive integer, got {v!r}")
+            object.__setattr__(self, name, int(v))
+        if not (math.isfinite(self.lr) and self.lr > 0):
+            raise ValueError(f"lr must be finite and > 0, got {self.lr!r}")
+        if self.optimizer not in OPTIMIZERS:
+            raise ValueError(f"optimizer must be one of {OPTIMIZERS}, got {self.optimizer!r}")
+        if self.readout not in READOUTS:
+            raise ValueError(f"readout must be one of {READOUTS}, got {self.readout!r}")
+        if self.activation not in TORCH_ACTIVATIONS:
+            raise ValueError(f"training supports activations {TORCH_ACTIVATIONS}, got {self.activation!r}")
+        if self.block not in BLOCKS:
+            raise ValueError(f"block must be one of {BLOCKS}, got {self.block!r}")
+        self.network(1, 0.1)  # validates the variances
+
+    def network(self, depth: int, alpha: float) -> ResNet:
+        return ResNet(depth=depth, alpha=alpha, sigma_w2=self.sigma_w2, sigma_b2=self.sigma_b2,
+                      sigma_in2=self.sigma_in2, sigma_bin2=self.sigma_bin2,
+                      activation=self.activation, block=self.block)
+
+    def to_dict(self) -> dict:
+        return dataclasses.asdict(self)
+
+    def key(self) -> str:
+        """Short hash of the config: cache files of a different config are never reused."""
+        blob = json.dumps(self.to_dict(), sort_keys=True).encode()
+        return hashlib.sha1(blob).hexdigest()[:10]
+
+
+def _evaluate(model, X, y, batch=4096):
+    torch = _torch()
+    loss_sum, correct = 0.0, 0
+    with torch.no_grad():
+        for i in range(0, X.shape[0], batch):
+            logits = model(X[i:i + batch])
+            yb = y[i:i + batch]
+            loss_sum += float(torch.nn.functional.cross_entropy(logits, yb, reduction="sum"))
+            finite = torch.isfinite(logits).all(dim=1)
+            correct += int(((logits.argmax(dim=1) == yb) & finite).sum())
+    n = X.shape[0]
+    return loss_sum / n, correct / n
+
+
+def train_run(config: TrainConfig, depth: int, alpha: float, seed: int, device: str = "cpu",
+              data=None) -> dict:
+    """Train one network; return a JSON-friendly record.
+
+    ``seed`` fixes the initialisation and the minibatch order. Training stops
+    early if the loss becomes non-finite (``diverged: true``); a non-finite
+    logit row counts as a wrong prediction. ``train_loss`` is the cross-entropy
+    on the whole training set after the last epoch (evaluation pass), or None
+    after divergence; ``loss_curve`` holds the mean minibatch loss per epoch.
+    """
+    torch = _torch()
+    net = config.network(depth, alpha)
+    data = load_dataset(config.dataset, config.test_fraction, config.split_seed) if data is None else data
+    device = resolve_device(device)
+    t0 = time.perf_counter()
+    Xtr = torch.as_tensor(data.X_train, device=device)
+    ytr = torch.as_tensor(data.y_train, device=device)
+    Xte = torch.as_tensor(data.X_test, device=device)
+    yte = torch.as_tensor(data.y_test, device=device)
+    model = build_model(net, data.d, config.width, data.n_classes, seed=seed,
+                        readout=config.readout, device=device)
+    if config.optimizer == "adam":
+        opt = torch.optim.Adam(model.parameters(), lr=config.lr)
+    else:
+        opt = torch.optim.SGD(model.parameters(), lr=config.lr, momentum=config.momentum)
+    g = torch.Generator().manual_seed(10_007 * int(seed) + 1)
+    n = Xtr.shape[0]
+    curve, diverged = [], False
+    for _epoch in range(config.epochs):
+        model.train()
+        perm = torch.randperm(n, generator=g).to(device)
+        total, steps = torch.zeros((), device=device), 0
+        for i in range(0, n, config.batch_size):
+            idx = perm[i:i + config.batch_size]
+            loss = torch.nn.functional.cross_entropy(model(Xtr[idx]), ytr[idx])
+            opt.zero_grad(set_to_none=True)
+            loss.backward()
+            opt.step()
+            total += loss.detach()
+            steps += 1
+        mean_loss = float(total) / steps
+        curve.append(_finite_or_none(mean_loss))
+        if not math.isfinite(mean_loss):
+            diverged = True
+            break
+    model.eval()
+    train_loss, train_acc = _evaluate(model, Xtr, ytr)
+    test_loss, test_acc = _evaluate(model, Xte, yte)
+    if not math.isfinite(train_loss):
+        diverged = True
+    return dict(depth=int(depth), alpha=float(alpha), seed=int(seed),
+                test_accuracy=float(test_acc), train_loss=_finite_or_none(train_loss),
+                train_accuracy=float(train_acc), test_loss=_finite_or_none(test_loss),
+                diverged=bool(diverged), loss_curve=curve, epochs_run=len(curve),
+                time_s=time.perf_counter() - t0, device=device)
+
+
+# ------------------------------------------------------------------ theory
+def data_kernel_stats(net: ResNet, X, y, n_sub: int = 500, seed: int = 0) -> dict:
+    """q0 and candidate c0's of the data through the input layer (docs/training.md, "c0 and q0").
+
+    On a seeded subsample of ``n_sub`` training inputs, K0 = sigma_in2 X X^T/d +
+    sigma_bin2 (:func:`resscale.inputs.input_kernel`) and its correlations
+    C_ab = K0_ab / sqrt(K0_aa K0_bb). Returns q0 = mean diagonal of K0 and
+    the c0 candidates (``c0_<mode>``, mode in :data:`C0_PAIRS`):
+
+    * ``between``: mean of C_ab over pairs from different classes (the default);
+    * ``all``: mean over all pairs a != b;  ``within``: mean over same-class pairs;
+    * ``nearest``: median over inputs a of max_{b: y_b != y_a} C_ab, the
+      correlation with the most similar input of another class (the pairs
+      that sit across the decision boundary);
+    * ``one``: 1, the c0 -> 1 limit (normalised mean squared Jacobian).
+    Medians of the first three are recorded too.
+    """
+    from .inputs import input_kernel
+
+    X = np.asarray(X, dtype=np.float64)
+    y = np.asarray(y)
+    if isinstance(n_sub, bool) or int(n_sub) != n_sub or n_sub < 2:
+        raise ValueError(f"n_sub must be an integer >= 2, got {n_sub!r}")
+    rng = np.random.default_rng(seed)
+    idx = np.sort(rng.choice(X.shape[0], size=min(int(n_sub), X.shape[0]), replace=False))
+    Xs, ys = X[idx], y[idx]
+    K0 = input_kernel(net, X=Xs)
+    diag = np.diag(K0).copy()
+    if np.any(diag <= 0):
+        raise ValueError("an input has zero norm through the input layer (K0_aa = 0); "
+                         "use sigma_bin2 > 0 or drop constant inputs")
+    C = np.clip(K0 / np.sqrt(np.outer(diag, diag)), -1.0, 1.0)
+    off = ~np.eye(len(idx), dtype=bool)
+    same = (ys[:, None] == ys[None, :]) & off
+    diff = ys[:, None] != ys[None, :]
+    if not diff.any():
+        raise ValueError("the subsample has a single class; c0 between classes is undefined")
+    nearest = np.where(diff, C, -np.inf).max(axis=1)
+    return dict(q0=float(diag.mean()), q0_std=float(diag.std()),
+                c0_between=float(C[diff].mean()), c0_between_median=float(np.median(C[diff])),
+                c0_all=float(C[off].mean()), c0_all_median=float(np.median(C[off])),
+                c0_within=float(C[same].mean()) if same.any() else None,
+                c0_within_median=float(np.median(C[same])) if same.any() else None,
+                c0_nearest=float(np.median(nearest)), c0_one=1.0,
+                n_sub=int(len(idx)), subsample_seed=int(seed))
+
+
+def _log_sensitivity_curve(net: ResNet, c0: float, q0: float, alphas: np.ndarray) -> np.ndarray:
+    """log S(alpha), S = dc^L/dc^0, on a grid (one vectorised pass of resscale.sensitivity)."""
+    from .sensitivity import log_sensitivity
+
+    return np.asarray(log_sensitivity(net, c0, q0=q0, alphas=alphas), dtype=float)
+
+
+def theory_for_depth(config: TrainConfig, depth: int, c0: float, q0: float,
+                     alpha_range=(1e-3, 10.0), n_grid: int = 241,
+                     band_level: float = BAND_LEVEL) -> dict:
+    """alpha*, S(alpha) on a log grid and the band {alpha : S >= band_level * max S}.
+
+    alpha* is :func:`resscale.optimal_alpha` (numerical argmax of the mean-field
+    S, Brent-refined) with its analytic leading-order value; ``interior`` is
+    False (and ``alpha_star`` None) when S has no interior maximum. The band is
+    the contiguous stretch of the grid around the maximum where S >= band_level
+    * S_max; when S is largest at alpha -> 0 (no interior maximum, S -> 1 as
+    the net becomes the identity) the band is reported as [0, hi]. Returns ``{"available": False, "error": ...}`` when the theory
+    fails or is missing, so a sweep still produces its training results.
+    """
+    import warnings
+
+    if config.block == "feedforward":
+        return dict(available=False, error="block 'feedforward' has no residual scaling alpha")
+    try:
+        from .optimal_alpha import optimal_alpha
+    except ImportError as exc:  # pragma: no cover - theory modules are part of the package
+        return dict(available=False, error=f"theory not available: {exc}")
+    net = config.network(depth, 0.1)
+    grid = np.geomspace(alpha_range[0], alpha_range[1], n_grid)
+    try:
+        logS = _log_sensitivity_curve(net, c0, q0, grid)
+        with warnings.catch_warnings(record=True) as caught:
+            warnings.simplefilter("always")
+            res = optimal_alpha(net, c0, q0=q0, alpha_range=(alpha_range[0], alpha_range[1]))
+    except Exception as exc:  # noqa: BLE001 - recorded, the sweep goes on
+        return dict(available=False, error=f"{type(exc).__name__}: {exc}")
+    interior = bool(getattr(res, "interior", math.isfinite(res.alpha)))
+    finite = np.isfinite(logS)
+    i_max = int(np.nanargmax(np.where(finite, logS, -np.inf)))
+    logS_max = float(logS[i_max])
+    if interior and math.isfinite(float(res.sensitivity)) and res.sensitivity > 0:
+        logS_max = max(logS_max, math.log(float(res.sensitivity)))
+    in_band = finite & (logS >= math.log(band_level) + logS_max)
+    i0 = int(np.argmin(np.abs(np.log(grid) - math.log(res.alpha)))) if interior else i_max
+    lo = hi = i0
+    while lo > 0 and in_band[lo - 1]:
+        lo -= 1
+    while hi < n_grid - 1 and in_band[hi + 1]:
+        hi += 1
+    a_an = getattr(res, "alpha_analytic", None)
+    return dict(available=True, interior=interior,
+                alpha_star=float(res.alpha) if interior else None,
+                S_star=_finite_or_none(math.exp(min(logS_max, 709.0))),
+                alpha_analytic=None if a_an is None else _finite_or_none(a_an),
+                S_max=_finite_or_none(math.exp(min(logS_max, 709.0))), band_level=band_level,
+                band=[0.0 if (lo == 0 and i_max == 0) else float(grid[lo]), float(grid[hi])],
+                band_at_grid_edge=bool(lo == 0 or hi == n_grid - 1),
+                message=str(getattr(res, "message", "")),
+                warnings=[str(w.message) for w in caught],
+                curve=dict(alpha=[float(a) for a in grid],
+                           S=[_finite_or_none(math.exp(v)) if v < 709 else None for v in logS],
+                           log_S=[_finite_or_none(v) for v in logS]))
+
+
+# ------------------------------------------------------------------ sweep
+def _job_path(runs_dir: Path, key: str, depth: int, alpha: float, seed: int) -> Path:
+    return runs_dir / f"{key}_L{depth}_a{alpha:.6g}_s{seed}.json"
+
+
+def _worker_init(threads: int) -> None:
+    torch = _torch()
+    torch.set_num_threads(max(1, int(threads)))
+
+
+def _run_job(job: dict) -> dict:
+    """Train one (depth, alpha, seed) and cache it atomically; used in-process or by a worker."""
+    config = TrainConfig(**job["config"])
+    rec = train_run(config, job["depth"], job["alpha"], job["seed"], device=job["device"])
+    rec["config_key"] = config.key()
+    _atomic_write_json(Path(job["path"]), rec)
+    return rec
+
+
+def summarize(runs: Sequence[dict], theory: dict, depths: Sequence[int], alphas: Sequence[float]) -> dict:
+    """Per depth: mean/std of test accuracy per alpha, best alpha, per-seed best, band verdict.
+
+    ``tied_alphas``: alphas whose mean accuracy is within one standard error
+    (over seeds, of the difference) of the best one -- the resolution of the sweep.
+    """
+    out = {}
+    for depth in depths:
+        per_alpha = []
+        for a in alphas:
+            accs = [r["test_accuracy"] for r in runs if r["depth"] == depth and r["alpha"] == a]
+            if not accs:
+                continue
+            accs_a = np.asarray(accs)
+            per_alpha.append(dict(alpha=a, mean=float(accs_a.mean()),
+                                  std=float(accs_a.std(ddof=1)) if len(accs) > 1 else 0.0,
+                                  min=float(accs_a.min()), max=float(accs_a.max()), n=len(accs),
+                                  n_diverged=sum(1 for r in runs if r["depth"] == depth
+                                                 and r["alpha"] == a and r["diverged"])))
+        if not per_alpha:
+            continue
+        best = max(per_alpha, key=lambda p: p["mean"])
+        se_best = best["std"] / math.sqrt(best["n"])
+        tied = [p["alpha"] for p in per_alpha
+                if best["mean"] - p["mean"] <= math.hypot(se_best, p["std"] / math.sqrt(p["n"]))]
+        seeds = sorted({r["seed"] for r in runs if r["depth"] == depth})
+        best_per_seed = []
+        for s in seeds:
+            rs_ = [r for r in runs if r["depth"] == depth and r["seed"] == s]
+            if rs_:
+                best_per_seed.append(max(rs_, key=lambda r: r["test_accuracy"])["alpha"])
+        th = theory.get(str(depth), {})
+        entry = dict(best_alpha=best["alpha"], best_mean=best["mean"], best_std=best["std"],
+                     best_alpha_per_seed=best_per_seed, tied_alphas=tied, per_alpha=per_alpha)
+        if th.get("available"):
+            lo, hi = th["band"]
+            entry.update(alpha_star=th["alpha_star"], interior=th["interior"], band=th["band"],
+                         best_in_band=bool(lo <= best["alpha"] <= hi),
+                         tied_in_band=[a for a in tied if lo <= a <= hi],
+                         S_at_best_over_max=_interp_S(th, best["alpha"]))
+        out[str(depth)] = entry
+    return out
+
+
+def _interp_S(th: dict, alpha: float):
+    a = np.log(np.asarray(th["curve"]["alpha"]))
+    S = np.asarray([np.nan if s is None else s for s in th["curve"]["S"]])
+    if not th.get("S_max"):
+        return None
+    return _finite_or_none(np.interp(math.log(alpha), a, S) / th["S_max"])
+
+
+def format_summary_markdown(results: dict) -> str:
+    """The result table of docs/training.md (one row per depth), generated from results.json."""
+    cfg = results["config"]
+    lines = [f"dataset `{cfg['dataset']}`, width {cfg['width']}, {cfg['epochs']} epochs, "
+             f"{cfg['optimizer']} lr {cfg['lr']}, batch {cfg['batch_size']}, {cfg['block']} block, "
+             f"{cfg['activation']}, sigma_w2 {cfg['sigma_w2']}, seeds {len(results['seeds'])}; "
+             f"c0 = {results['c0']:.4f} ({results['c0_pairs']} pairs), q0 = {results['q0']:.4f}; "
+             f"band: S >= {BAND_LEVEL:.0%} of max S",
+             "",
+             "| depth | best alpha | test acc (mean ± std) | best alpha per seed | alphas tied with best (1 SE) "
+             "| theory alpha* | band S>=90% max | best in band? | S(best)/S_max |",
+             "|---|---|---|---|---|---|---|---|---|"]
+    for depth, s in results["summary"].items():
+        if "band" in s:
+            star = f"{s['alpha_star']:.3g}" if s["alpha_star"] is not None else "none (S max at alpha -> 0)"
+            band = (f"(0, {s['band'][1]:.3g}]" if s["band"][0] == 0
+                    else f"[{s['band'][0]:.3g}, {s['band'][1]:.3g}]")
+            inb = "yes" if s["best_in_band"] else "**no**"
+            ratio = "n/a" if s["S_at_best_over_max"] is None else f"{s['S_at_best_over_max']:.2f}"
+        else:
+            star = band = inb = ratio = "n/a (theory unavailable)"
+        lines.append(f"| {depth} | {s['best_alpha']:.3g} | {s['best_mean']:.4f} ± {s['best_std']:.4f} | "
+                     f"{', '.join(f'{a:.3g}' for a in s['best_alpha_per_seed'])} | "
+                     f"{', '.join(f'{a:.3g}' for a in s['tied_alphas'])} | {star} | {band} | {inb} | {ratio} |")
+    lines += ["", "Mean test accuracy per alpha (± std over seeds):", "",
+              "| alpha | " + " | ".join(f"L={d}" for d in results["summary"]) + " |",
+              "|---|" + "---|" * len(results["summary"])]
+    for a in results["alphas"]:
+        row = [f"{a:.3g}"]
+        for s in results["summary"].values():
+            p = next((p for p in s["per_alpha"] if p["alpha"] == a), None)
+            row.append("" if p is None else f"{p['mean']:.4f} ± {p['std']:.4f}"
+                       + (f" ({p['n_diverged']} div.)" if p["n_diverged"] else ""))
+        lines.append("| " + " | ".join(row) + " |")
+    return "\n".join(lines) + "\n"
+
+
+def plot_results(results: dict, path) -> None:
+    """Test accuracy vs alpha (log x, mean ± std over seeds, seeds as dots) with S(alpha) on a twin axis."""
+    import matplotlib
+    matplotlib.use("Agg")
+    import matplotlib.pyplot as plt
+
+    depths = [int(d) for d in results["summary"]]
+    fig, axes = plt.subplots(1, len(depths), figsize=(5.2 * len(depths), 4.0), squeeze=False)
+    for ax, depth in zip(axes[0], depths):
+        s = results["summary"][str(depth)]
+        a = np.array([p["alpha"] for p in s["per_alpha"]])
+        m = np.array([p["mean"] for p in s["per_alpha"]])
+        sd = np.array([p["std"] for p in s["per_alpha"]])
+        runs = [r for r in results["runs"] if r["depth"] == depth]
+        ax.scatter([r["alpha"] for r in runs], [r["test_accuracy"] for r in runs], s=10,
+                   color="C0", alpha=0.35, label="seeds")
+        ax.errorbar(a, m, yerr=sd, color="C0", marker="o", capsize=3, label="test accuracy (mean ± std)")
+        ax.set_xscale("log")
+        ax.set_xlabel(r"residual scaling $\alpha$")
+        ax.set_ylabel("test accuracy", color="C0")
+        ax.set_title(f"{results['config']['dataset']}, L = {depth}, N = {results['config']['width']}, "
+                     f"c0 = {results['c0']:.3g} ({results['c0_pairs']})", fontsize=9)
+        th = results["theory"].get(str(depth), {})
+        handles, labels = ax.get_legend_handles_labels()
+        if th.get("available"):
+            ax2 = ax.twinx()
+            ga = np.asarray(th["curve"]["alpha"])
+            gS = np.asarray([np.nan if v is None else v for v in th["curve"]["S"]])
+            keep = (ga >= a.min() / 3) & (ga <= a.max() * 3)
+            (l1,) = ax2.plot(ga[keep], gS[keep], color="C3", lw=1.5, label=r"theory $S(\alpha)=dc^L/dc^0$")
+            ax2.set_ylabel(r"sensitivity $S(\alpha)$", color="C3")
+            xlo = ga[keep].min()
+            band = (max(th["band"][0], xlo), th["band"][1])
+            l3 = ax2.axvspan(*band, color="C3", alpha=0.08,
+                             label=rf"band S $\geq$ {th['band_level']:.0%} max S")
+            handles += [l1, l3]
+            labels += [l1.get_label(), l3.get_label()]
+            if th.get("alpha_star") is not None:
+                l2 = ax2.axvline(th["alpha_star"], color="C3", ls="--",
+                                 label=rf"$\alpha^*$ = {th['alpha_star']:.3g}")
+                handles.append(l2)
+                labels.append(l2.get_label())
+            else:
+                ax2.text(0.98, 0.97, r"no interior max of $S$: $\alpha^*$ undefined", transform=ax2.transAxes,
+                         ha="right", va="top", fontsize=7, color="C3")
+        ax.legend(handles, labels, fontsize=7, loc="lower left")
+    fig.tight_layout()
+    fig.savefig(path, dpi=120)
+    plt.close(fig)
+
+
+def run_sweep(config: TrainConfig, depths: Sequence[int], alphas, seeds: int, out,
+              device: str = "cpu", workers: int = 1, c0_pairs: str = "between",
+              c0: Optional[float] = None, threads: int = 1, progress: bool = True, console=None,
+              plot: bool = True) -> dict:
+    """Train every (depth, alpha, seed); cache each run; write results.json, summary.md, the plot.
+
+    Finished runs found under ``out/runs/`` (same config hash) are not trained
+    again. ``seeds`` is the number of seeds (0..seeds-1). The theory uses
+    c0 = the data statistic ``c0_pairs`` (see :func:`data_kernel_stats`) unless
+    ``c0`` is given, and q0 from the data. With ``workers > 1``
+    the runs go to a process pool (spawn). Each worker (or the main process
+    when ``workers == 1``) uses ``threads`` torch threads (default 1: these
+    small matmuls gain nothing from intra-op threads, and oversubscribed
+    threads slowed a depth-20 run ten-fold on a 2-core machine).
+    """
+    t_start = time.perf_counter()
+    depths = parse_ints(depths, "depth")
+    alphas = parse_alphas(alphas)
+    if isinstance(seeds, bool) or int(seeds) != seeds or seeds < 1:
+        raise ValueError(f"seeds (number of seeds) must be an integer >= 1, got {seeds!r}")
+    if isinstance(workers, bool) or int(workers) != workers or workers < 1:
+        raise ValueError(f"workers must be an integer >= 1, got {workers!r}")
+    if c0_pairs not in C0_PAIRS:
+        raise ValueError(f"c0_pairs must be one of {C0_PAIRS}, got {c0_pairs!r}")
+    if isinstance(threads, bool) or int(threads) != threads or threads < 1:
+        raise ValueError(f"threads must be an integer >= 1, got {threads!r}")
+    if c0 is not None and not (math.isfinite(float(c0)) and -1.0 <= float(c0) <= 1.0):
+        raise ValueError(f"c0 must be in [-1, 1], got {c0!r}")
+    dev = resolve_device(device)
+    out = Path(out)
+    runs_dir = out / "runs"
+    runs_dir.mkdir(parents=True, exist_ok=True)
+    key = config.key()
+    data = load_dataset(config.dataset, config.test_fraction, config.split_seed)
+
+    jobs, runs, n_cached = [], [], 0
+    for depth in depths:
+        for alpha in alphas:
+            for seed in range(int(seeds)):
+                path = _job_path(runs_dir, key, depth, alpha, seed)
+                if path.exists():
+                    try:
+                        rec = json.loads(path.read_text())
+                        if rec.get("config_key") == key:
+                            runs.append(rec)
+                            n_cached += 1
+                            continue
+                    except (OSError, ValueError):
+                        pass  # a corrupt cache file is retrained
+                jobs.append(dict(config=config.to_dict(), depth=depth, alpha=alpha, seed=seed,
+                                 device=dev, path=str(path)))
+
+    from rich.progress import (BarColumn, MofNCompleteColumn, Progress, TextColumn,
+                               TimeElapsedColumn, TimeRemainingColumn)
+    cols = [TextColumn("[bold]train[/] {task.description}"), BarColumn(), MofNCompleteColumn(),
+            TimeElapsedColumn(), TimeRemainingColumn()]
+    with Progress(*cols, console=console, disable=not progress) as prog:
+        task = prog.add_task(f"{len(jobs)} runs ({n_cached} cached)", total=len(jobs))
+        if workers == 1 or len(jobs) <= 1:
+            torch = _torch()
+            old_threads = torch.get_num_threads()
+            torch.set_num_threads(int(threads))
+            try:
+                for job in jobs:
+                    runs.append(_run_job(job))
+                    prog.advance(task)
+            finally:
+                torch.set_num_threads(old_threads)
+        else:
+            import multiprocessing as mp
+            from concurrent.futures import ProcessPoolExecutor, as_completed
+
+            with ProcessPoolExecutor(max_workers=int(workers), mp_context=mp.get_context("spawn"),
+                                     initializer=_worker_init, initargs=(threads,)) as pool:
+                futs = [pool.submit(_run_job, job) for job in jobs]
+                for fut in as_completed(futs):
+                    runs.append(fut.result())
+                    prog.advance(task)
+    runs.sort(key=lambda r: (r["depth"], r["alpha"], r["seed"]))
+
+    stats = data_kernel_stats(config.network(depths[0], 0.1), data.X_train, data.y_train)
+    if c0 is None:
+        c0_used, c0_source = stats[f"c0_{c0_pairs}"], c0_pairs
+    else:
+        c0_used, c0_source = float(c0), "given"
+    q0 = stats["q0"]
+    lo, hi = min(alphas), max(alphas)
+    arange = (min(1e-3, lo / 10), max(10.0, hi * 10))
+    theory = {str(d): theory_for_depth(config, d, c0_used, q0, alpha_range=arange) for d in depths}
+    # the same theory for every c0 candidate (no curve), to show how much the choice of c0 matters
+    theory_by_c0 = {}
+    for mode in C0_PAIRS:
+        if stats.get(f"c0_{mode}") is None:
+            continue
+        theory_by_c0[mode] = {"c0": stats[f"c0_{mode}"]}
+        for d in depths:
+            th = theory_for_depth(config, d, stats[f"c0_{mode}"], q0, alpha_range=arange)
+            th.pop("curve", None)
+            theory_by_c0[mode][str(d)] = th
+    star = {str(d): theory[str(d)].get("alpha_star") for d in depths}
+    results = dict(
+        config=config.to_dict(), config_key=key, dataset=data.describe(),
+        depth=depths[0] if len(depths) == 1 else None, depths=list(depths), width=config.width,
+        alphas=list(alphas), seeds=list(range(int(seeds))),
+        c0=c0_used, q0=q0, c0_pairs=c0_source, data_kernel=stats, theory_by_c0=theory_by_c0,
+        alpha_star=star[str(depths[0])] if len(depths) == 1 else star,
+        theory=theory, runs=runs, summary=summarize(runs, theory, depths, alphas),
+        timing=dict(total_s=time.perf_counter() - t_start, n_runs=len(runs), n_cached=n_cached,
+                    n_trained=len(jobs), train_s_sum=float(sum(r["time_s"] for r in runs)),
+                    workers=int(workers), device=dev),
+        versions=_versions(),
+    )
+    _atomic_write_json(out / "results.json", results)
+    (out / "summary.md").write_text(format_summary_markdown(results))
+    if plot:
+        plot_results(results, out / "accuracy_vs_alpha.png")
+    return results
+
+
+def _versions() -> dict:
+    from . import __version__
+
+    v = dict(resscale=__version__, numpy=np.__version__)
+    try:
+        import torch
+        v["torch"] = torch.__version__
+    except ImportError:  # pragma: no cover
+        pass
+    return v
