@@ -203,6 +203,10 @@ class Activation:
         """G(kaa, kbb, kab) = E[phi(u_a) phi(u_b)] only (Eq. 2.1), no derivatives."""
         return self.pair(kaa, kbb, kab)[0]
 
+    def kernel_packed(self, d, i, j, k):
+        """G for a packed list of pairs: d the kernel diagonal, (i, j) pair indices, k = K_ij."""
+        return self.kernel(d[i], d[j], k)
+
     def diag(self, k):
         """g(k) = E[phi(u)^2], g'(k) for u ~ N(0, k)."""
         k = np.asarray(k, dtype=float)
@@ -347,6 +351,18 @@ class Activation:
 
 class _Erf(Activation):
     """phi = erf: arcsine kernel G = (2/pi) arcsin(2kab / sqrt((1+2kaa)(1+2kbb))) (Eq. 2.4)."""
+
+    def kernel_packed(self, d, i, j, k):
+        """G for packed pairs (d = diagonal, pairs (i, j), k = K_ij) with few array passes."""
+        r = 1.0 / np.sqrt(1.0 + 2.0 * d)
+        x = r[i]
+        x *= r[j]
+        x *= k
+        x *= 2.0
+        np.clip(x, -1.0, 1.0, out=x)
+        np.arcsin(x, out=x)
+        x *= 2.0 / math.pi
+        return x
 
     def kernel(self, kaa, kbb, kab):
         x = 2.0 * np.asarray(kab, dtype=float) / np.sqrt((1.0 + 2.0 * np.asarray(kaa)) * (1.0 + 2.0 * np.asarray(kbb)))

@@ -39,7 +39,8 @@ from .gaussian_quadrature import gaussian_expectation, make_inner
 from .inputs import check_scalar, input_kernel
 from .kernel_recursion import mean_field_kernel, pair_matrix
 
-__all__ = ["finite_width", "FiniteWidthResult", "sensitivity_finite_width"]
+__all__ = ["finite_width", "FiniteWidthResult", "sensitivity_finite_width", "sensitivity_correction",
+           "optimal_alpha_finite_width"]
 
 
 # ============================================================ small linear algebra on P x P
@@ -104,7 +105,8 @@ class _PairIntegrals:
         self.P = Ks.shape[1]
         self.near_threshold = 0.0
         self.fused = fused          # P = 2 walk: shared-grid tables (_walk_tables_p2)
-        self.split_above, self.split_c, self.n_in = 0.0, 3.0, n_r
+        self.split_c, self.n_in = 3.0, n_r   # composite radial rule (Sec. 4.7)
+        self.need_deriv = True
         self._tabs = None
 
     def _phi_pow(self, p):
@@ -131,50 +133,52 @@ class _PairIntegrals:
         return S
 
     # ---- fused tables for P = 2 (walk): one shared outer grid per layer pair (Sec. 4.7)
-    _INNER_OF = {((0, 0), (0, 0)): "sq0", ((0, 1), (0, 0)): "pp", ((1, 1), (0, 0)): "sq1",
-                 ((0, 0), (2, 0)): "sqdd0", ((1, 1), (2, 0)): "sqdd1", ((0, 1), (1, 1)): "d11",
-                 ((0, 1), (2, 0)): "d20", ((0, 1), (0, 2)): "d02"}
-
     def _walk_tables_p2(self, chunk=250_000):
         """All cross-layer tables E[f_ab(h^k) g(h^m)], k < m <= L, for P = 2 in one pass.
 
         Given x = h^k the later variable is y = x + z with z ~ N(0, K^m - K^k) independent
-        of x (Eq. 4.8), so every table (f_ab(x) against phi phi, its mean-derivatives, or
-        y y^T) shares one polar outer grid in x per layer k and one conditional law per
-        pair; the inner expectations of each pair come from one fused call
-        (:func:`inner_bundle`). Replaces ~30 separate quadratures (same nodes as the
-        2-D outer rule of :func:`gaussian_expectation`). Returns a dict
-        key -> (L+1, L+1) array (upper triangle filled).
+        of x (Eq. 4.8). Inner functions of both y's (phi phi, phi' phi', phi'' phi) share one
+        polar outer grid in x per layer k and one fused inner call per pair
+        (:func:`inner_bundle`); functions of a single y_c (phi^2, (phi^2)'') are integrated
+        with y_c outside (1-D) and x | y_c inside (Sec. 4.7). Radial rules are composite
+        (Legendre near the origin, Laguerre tail) so the O(1) feature scale of erf is
+        resolved at any kernel size. Returns a dict key -> (L+1, L+1) array, upper
+        triangle filled; keys as in :meth:`cross`.
         """
-        from .gaussian_quadrature import _chol2, _outer_points_2d_split, inner_bundle
+        from .gaussian_quadrature import (_chol2, _outer_points_1d_split, _outer_points_2d_split,
+                                          inner_bundle)
         Ks, L = self.Ks, self.Ks.shape[0] - 1
+        phi = self.phi
+        nan = np.full((L + 1, L + 1), np.nan)
+        tabs = {}
+
+        def put(key, k_, m_, v):
+            tabs.setdefault(key, nan.copy())[k_, m_] = v
+
+        def r_split(lam):
+            return self.split_c / np.sqrt(np.maximum(lam, 1.0))
+
+        # ---- 2-D outer x = h^k: inner (phi(y0) phi(y1)) and its mean-derivatives; y y^T at m = L
         A = _chol2(Ks[:L])
-        # composite radial rule: resolve the O(1) feature scale of a saturating phi (erf, tanh)
-        # when the walk's variance is large (r ~ 1/sqrt(K) in whitened units)
         lam = np.linalg.eigvalsh(Ks[:L])[:, -1]
-        r_split = np.where(lam > self.split_above, self.split_c / np.sqrt(np.maximum(lam, 1e-300)), 0.0)
-        if self.split_above == np.inf:
-            r_split[:] = 0.0
-        u, w = _outer_points_2d_split(A, A.copy(), self.n_r, self.n_t, r_split, self.n_in)
-        fx = self.phi.fn(u)
+        u, w = _outer_points_2d_split(A, A.copy(), self.n_r, self.n_t, r_split(lam), self.n_in)
+        fx = phi.fn(u)
         outer = {(0, 0): fx[..., 0] ** 2 * w, (0, 1): fx[..., 0] * fx[..., 1] * w,
                  (1, 1): fx[..., 1] ** 2 * w}
+        pp_keys = {"pp": ((0, 1), (0, 0)), "d11": ((0, 1), (1, 1)), "d20": ((0, 1), (2, 0)),
+                   "d02": ((0, 1), (0, 2))}
+        if not self.need_deriv:
+            pp_keys = {"pp": pp_keys["pp"]}
         kk, mm = np.triu_indices(L + 1, 1)
-        tabs = {}
         step = max(1, chunk // u.shape[1])
-        keys_phi = list(self._INNER_OF.items())
         for s0 in range(0, kk.size, step):
             k_, m_ = kk[s0:s0 + step], mm[s0:s0 + step]
             S = Ks[m_] - Ks[k_]
             S = 0.5 * (S + np.swapaxes(S, 1, 2))
             uk = u[k_]
             last = m_ == L
-            inner = {}
-            if np.any(~last):
-                sel = ~last
-                vals = inner_bundle(self.phi, uk[sel], S[sel])
-                for key, v in vals.items():
-                    inner[key] = (sel, v)
+            sel = ~last
+            vals = inner_bundle(phi, uk[sel], S[sel], want=tuple(pp_keys)) if np.any(sel) else {}
             if np.any(last):
                 x0, x1 = uk[last][..., 0], uk[last][..., 1]
                 Sl = S[last]
@@ -182,15 +186,32 @@ class _PairIntegrals:
                        (1, 1): x1 * x1 + Sl[:, None, 1, 1]}
             for ab, ow in outer.items():
                 owk = ow[k_]
-                for (cd, d), key in keys_phi:
-                    if key in inner:
-                        sel, v = inner[key]
-                        t = tabs.setdefault((ab, cd, "phi", d), np.full((L + 1, L + 1), np.nan))
-                        t[k_[sel], m_[sel]] = np.einsum("bm,bm->b", owk[sel], v)
+                for key, v in vals.items():
+                    cd, d = pp_keys[key]
+                    put((ab, cd, "phi", d), k_[sel], m_[sel], np.einsum("bm,bm->b", owk[sel], v))
                 if np.any(last):
                     for cd, v in lin.items():
-                        t = tabs.setdefault((ab, cd, "lin", (0, 0)), np.full((L + 1, L + 1), np.nan))
-                        t[k_[last], m_[last]] = np.einsum("bm,bm->b", owk[last], v)
+                        put((ab, cd, "lin", (0, 0)), k_[last], m_[last],
+                            np.einsum("bm,bm->b", owk[last], v))
+        # ---- 1-D outer y_c = h^m_c (m < L): g(y_c) in {phi^2, (phi^2)''}, inner E[f_ab(x) | y_c]
+        if L > 1:
+            kk, mm = np.triu_indices(L, 1)
+            for c in (0, 1):
+                var = Ks[mm, c, c]
+                y, wy = _outer_points_1d_split(var, self.n_r, r_split(var))      # (B, n)
+                f, f1, f2 = phi.fn(y), phi.d1(y), phi.d2(y)
+                g = {(0, 0): f * f * wy}
+                if self.need_deriv:
+                    g[(2, 0)] = (2.0 * f1 * f1 + 2.0 * f * f2) * wy
+                Kk = Ks[kk]
+                kc = Kk[:, :, c]                                                     # Cov(x, y_c)
+                beta = kc / var[:, None]
+                Sx = Kk - np.einsum("bi,bj->bij", kc, beta)
+                Sx = 0.5 * (Sx + np.swapaxes(Sx, 1, 2))
+                vals = inner_bundle(phi, y[..., None] * beta[:, None, :], Sx, want=("pp", "sq0", "sq1"))
+                for key, ab in (("sq0", (0, 0)), ("pp", (0, 1)), ("sq1", (1, 1))):
+                    for d, gw in g.items():
+                        put((ab, (c, c), "phi", d), kk, mm, np.einsum("bm,bm->b", gw, vals[key]))
         return tabs
 
     def cross(self, kk, mm, ab, cd, inner_kind="phi", d=(0, 0)):
@@ -262,7 +283,10 @@ class _PairIntegrals:
         return gaussian_expectation(S, len(outer), ofn, inner_fn, self.n_r, self.n_t)
 
     def same(self, kk, idx4):
-        """E[prod_{i in idx4} phi(x_i)] at the layers kk (B,) (same-layer four-point function)."""
+        """E[prod_{i in idx4} phi(x_i)] at the layers kk (B,) (same-layer four-point function).
+
+        Only L evaluations: uses 3x the radial and 2x the angular order (this table limited
+        the accuracy of V for erf at large kernel values)."""
         counts = {}
         for i in idx4:
             counts[i] = counts.get(i, 0) + 1
@@ -280,9 +304,9 @@ class _PairIntegrals:
         else:
             ofn = lambda u: pw[0](u[..., 0]) * pw[1](u[..., 1])  # noqa: E731
         if not inner:
-            return gaussian_expectation(S, len(outer), ofn, None, self.n_r, self.n_t)
+            return gaussian_expectation(S, len(outer), ofn, None, 3 * self.n_r, 2 * self.n_t)
         kind = "sq" if (len(inner) == 1 and inner[0][1] == 2) else ("p" if len(inner) == 1 else "pp")
-        return gaussian_expectation(S, len(outer), ofn, make_inner(self.phi, kind), self.n_r, self.n_t)
+        return gaussian_expectation(S, len(outer), ofn, make_inner(self.phi, kind), 3 * self.n_r, 2 * self.n_t)
 
 
 # ============================================================ result container
@@ -362,6 +386,7 @@ def _full_or_ff(net, K0, compute_mean=True, n_r=12, n_t=8):
     for m in range(L - 1, 0, -1):
         A[m - 1] = A[m] @ T[m]
     pi = _PairIntegrals(phi, Ks, walk=walk, n_r=n_r, n_t=n_t)
+    pi.need_deriv = compute_mean          # V alone needs no mean-derivative tables
     sp = _sym_pairs(P)
 
     def full_idx(a, b):
@@ -563,8 +588,9 @@ def finite_width(net, width=None, X=None, K0=None, mean_shift=True, n_r=12, n_t=
 
 
 # ============================================================ sensitivity at finite width
-def _mean_corr(K, M, V, width, a=0, b=1):
-    """E[c_hat] to O(1/N) by the delta method (Eq. 4.29): c_hat = Khat_ab / sqrt(Khat_aa Khat_bb)."""
+def _corr_correction(K, M, V, a=0, b=1):
+    """N (E[c_hat] - c) to O(1) by the delta method (Eq. 4.29): grad c . M + 1/2 Hess c : V,
+    c_hat = Khat_ab / sqrt(Khat_aa Khat_bb)."""
     kaa, kbb, kab = K[a, a], K[b, b], K[a, b]
     r = np.sqrt(kaa * kbb)
     g = kab / r
@@ -578,25 +604,17 @@ def _mean_corr(K, M, V, width, a=0, b=1):
     for (u, v), h in hess.items():
         cov = V[ix[u] + ix[v]]
         quad += h * cov * (1.0 if u == v else 2.0)
-    return g + (lin + 0.5 * quad) / width
+    return lin + 0.5 * quad
 
 
-def sensitivity_finite_width(net, c0, q0=1.0, width=None, alphas=None, dc=1e-4, **kw):
-    """Finite-width sensitivity S_N(alpha) = d/dc0 E[c_hat^L] to O(1/N) (docs/theory.md Eq. 4.29).
+def _mean_corr(K, M, V, width, a=0, b=1):
+    """E[c_hat] to O(1/N) by the delta method (Eq. 4.29): c_hat = Khat_ab / sqrt(Khat_aa Khat_bb)."""
+    return K[a, b] / np.sqrt(K[a, a] * K[b, b]) + _corr_correction(K, M, V, a, b) / width
 
-    c_hat^L = Khat^L_12 / sqrt(Khat^L_11 Khat^L_22) for two inputs of norm q0 and
-    correlation c0; E[c_hat] = c + (grad c . M + 1/2 Hess c : V)/N (delta method), and
-    the c0-derivative is a central difference (step ``dc``) of that smooth expression.
-    Matches the simulation estimator (the average over networks of d c_hat^L / d c^0).
 
-    Returns an array like ``alphas`` (default: net.alpha).
-    """
-    from .inputs import two_input_kernel
-    width = _check_width(width, required=True)
+def _check_sens_args(c0, q0, alphas, net, dc):
     c0 = check_scalar("c0", c0, lo=-1.0, hi=1.0)
     q0 = check_scalar("q0", q0, lo=0.0, strict_lo=True)
-    if net.block == "reduced":
-        raise NotImplementedError("sensitivity_finite_width: reduced block not implemented yet")
     scalar = alphas is None
     alphas = np.atleast_1d(np.asarray(net.alpha if alphas is None else alphas, dtype=float))
     if alphas.ndim != 1 or not np.all(np.isfinite(alphas)) or np.any(alphas < 0):
@@ -604,15 +622,111 @@ def sensitivity_finite_width(net, c0, q0=1.0, width=None, alphas=None, dc=1e-4, 
     lo, hi = max(c0 - dc, -1.0), min(c0 + dc, 1.0)
     if hi - lo <= 0:
         raise ValueError("c0 leaves no room for the finite difference")
+    return c0, q0, alphas, scalar, lo, hi
+
+
+def sensitivity_correction(net, c0, q0=1.0, alphas=None, dc=1e-4, **kw):
+    """delta(alpha) = N (S_N - S_inf) to leading order: the width-independent 1/N coefficient
+    of the finite-width sensitivity (docs/theory.md Eq. 4.29).
+
+    delta = d/dc0 [grad c . M + 1/2 Hess c : V] by a central difference in c0 (step ``dc``);
+    two :func:`finite_width` evaluations per alpha (``kw``: n_r, n_t). S_N = S_inf + delta/N
+    for every N, so one delta serves all widths.
+    """
+    from .inputs import two_input_kernel
+    c0, q0, alphas, scalar, lo, hi = _check_sens_args(c0, q0, alphas, net, dc)
     out = np.empty(alphas.shape)
     for i, al in enumerate(alphas):
         nn = net.replace(alpha=float(al))
         vals = []
         for c in (lo, hi):
             fw = finite_width(nn, K0=two_input_kernel(c, q0), **kw)
-            vals.append(_mean_corr(fw.kernel, fw.mean_shift, fw.covariance, width))
+            vals.append(_corr_correction(fw.kernel, fw.mean_shift, fw.covariance))
         out[i] = (vals[1] - vals[0]) / (hi - lo)
     return float(out[0]) if scalar else out
+
+
+def sensitivity_finite_width(net, c0, q0=1.0, width=None, alphas=None, dc=1e-4, **kw):
+    """Finite-width sensitivity S_N(alpha) = d/dc0 E[c_hat^L] to O(1/N) (docs/theory.md Eq. 4.29).
+
+    c_hat^L = Khat^L_12 / sqrt(Khat^L_11 Khat^L_22) for two inputs of norm q0 and
+    correlation c0; E[c_hat] = c + (grad c . M + 1/2 Hess c : V)/N (delta method), so
+    S_N = S_inf + delta/N with the exact mean-field S_inf (:func:`resscale.sensitivity.sensitivity`)
+    and delta from :func:`sensitivity_correction` (central difference in c0, step ``dc``).
+    Matches the simulation estimator (the average over networks of d c_hat^L / d c^0);
+    validated in scripts/validate_sensitivity_finite_width.py.
+
+    Cost: two :func:`finite_width` calls per alpha (P = 2; ~0.1 s at L = 20, a few s at
+    L = 100). For an argmax over alpha use :func:`optimal_alpha_finite_width`.
+    Returns an array like ``alphas`` (default: net.alpha).
+    """
+    from .sensitivity import sensitivity
+    width = _check_width(width, required=True)
+    c0, q0, alphas, scalar, lo, hi = _check_sens_args(c0, q0, alphas, net, dc)
+    s_inf = np.atleast_1d(sensitivity(net, c0, q0, alphas=alphas))
+    out = s_inf + np.atleast_1d(sensitivity_correction(net, c0, q0, alphas=alphas, dc=dc, **kw)) / width
+    return float(out[0]) if scalar else out
+
+
+def optimal_alpha_finite_width(net, c0, q0=1.0, width=None, alpha_inf=None, span=2.5, n_points=7,
+                               n_r=8, n_t=6, xatol=1e-7, check=True):
+    """alpha*(N) = argmax_alpha S_N(alpha), S_N = S_inf + delta/N (Eq. 4.29), at modest cost.
+
+    The 1/N coefficient delta(alpha) is smooth in log alpha on the scale of alpha* itself,
+    while S_inf is exact and cheap. So: (1) alpha_inf = mean-field argmax (given, or from
+    :func:`resscale.optimal_alpha`); (2) delta on ``n_points`` log-spaced nodes in
+    [alpha_inf/span, alpha_inf*span] (2 :func:`finite_width` calls each, orders n_r, n_t:
+    delta to ~1e-2 relative, i.e. S_N to ~1e-2/N); (3) cubic spline of delta in log alpha;
+    (4) bounded Brent on log(S_inf + delta/N) inside the bracket. If the maximum sits on the
+    bracket edge the bracket is widened (once) by ``span``. With ``check`` the spline is
+    checked by one extra exact delta at the optimum (``interp_error``).
+
+    Returns a dict: alpha, sensitivity (S_N there), alpha_inf, delta (at alpha), nodes,
+    deltas, interp_error, interior (bool).
+    """
+    from scipy.interpolate import CubicSpline
+    from scipy.optimize import minimize_scalar
+    from .sensitivity import sensitivity
+    width = _check_width(width, required=True)
+    if alpha_inf is None:
+        from .optimal_alpha import optimal_alpha
+        alpha_inf = optimal_alpha(net, c0, q0).alpha
+    if not np.isfinite(alpha_inf) or alpha_inf <= 0:
+        raise ValueError("the mean-field S(alpha) has no interior maximum; no finite-width alpha* either")
+    kw = dict(n_r=n_r, n_t=n_t)
+    lo_f, hi_f = np.log(alpha_inf / span), np.log(alpha_inf * span)
+    nodes = np.exp(np.linspace(lo_f, hi_f, int(n_points)))
+    deltas = np.asarray(sensitivity_correction(net, c0, q0, alphas=nodes, **kw), float)
+    for _ in range(2):
+        spl = CubicSpline(np.log(nodes), deltas)
+        lo, hi = np.log(nodes[0]), np.log(nodes[-1])
+
+        def negS(t):
+            a = float(np.exp(t))
+            s_inf = float(np.atleast_1d(sensitivity(net, c0, q0, alphas=[a]))[0])
+            return -(s_inf + float(spl(t)) / width)
+        grid = np.linspace(lo, hi, 81)
+        vals = np.array([negS(t) for t in grid])
+        i = int(np.argmin(vals))
+        interior = 0 < i < grid.size - 1
+        if interior:
+            break
+        # widen the bracket on the side of the maximum
+        step = np.log(span)
+        extra = np.exp(np.linspace(hi, hi + step, 4)[1:]) if i > 0 else np.exp(np.linspace(lo - step, lo, 4)[:-1])
+        dx = np.asarray(sensitivity_correction(net, c0, q0, alphas=extra, **kw), float)
+        nodes, deltas = np.concatenate([nodes, extra]), np.concatenate([deltas, dx])
+        order = np.argsort(nodes)
+        nodes, deltas = nodes[order], deltas[order]
+    res = minimize_scalar(negS, bounds=(grid[max(i - 1, 0)], grid[min(i + 1, grid.size - 1)]),
+                          method="bounded", options={"xatol": xatol})
+    a_star = float(np.exp(res.x))
+    d_star = float(spl(res.x))
+    err = float("nan")
+    if check:
+        err = float(sensitivity_correction(net, c0, q0, alphas=[a_star], **kw)[0]) - d_star
+    return dict(alpha=a_star, sensitivity=-float(res.fun), alpha_inf=float(alpha_inf), delta=d_star,
+                nodes=nodes, deltas=deltas, interp_error=err, interior=bool(interior), width=width)
 
 
 def finite_width_response(net, width, X=None, K0=None, rel=1e-4, **kw):

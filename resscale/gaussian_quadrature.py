@@ -552,3 +552,24 @@ def _outer_points_2d_split(A, lines, n_r, n_t, r_split, n_in=None):
     w = (wang[..., None] * wr[:, None, None, :]).reshape(B, -1)
     u = np.matmul(z, np.swapaxes(A, 1, 2))
     return u, w
+
+
+def _outer_points_1d_split(var, n, r_split, r_tail=2.5):
+    """Nodes/weights (B, 6n) for u ~ N(0, var) (B,): on each half-line (whitened units)
+    Gauss-Legendre on [0, r_split] and on [r_split, r_tail'] (n nodes each), r_tail' =
+    max(r_tail, 2 r_split), plus a shifted Gauss-Laguerre tail (n nodes) in
+    (r^2 - r_tail'^2)/2 whose 1/r Jacobian stays smooth because r_tail' >= 2.5."""
+    R = np.clip(np.asarray(r_split, dtype=float), 1e-3, None)[:, None]
+    R2 = np.maximum(r_tail, 2.0 * R)
+    xl, wl = _legendre(n)
+    r_a = R * xl
+    w_a = R * wl * np.exp(-0.5 * r_a * r_a) / _SQ2PI
+    r_b = R + (R2 - R) * xl
+    w_b = (R2 - R) * wl * np.exp(-0.5 * r_b * r_b) / _SQ2PI
+    s, ws = _laguerre(n, 0.0)
+    r_c = np.sqrt(R2 * R2 + 2.0 * s)
+    w_c = np.exp(-0.5 * R2 * R2) * ws / (r_c * _SQ2PI)
+    r = np.concatenate([r_a, r_b, r_c], axis=1)
+    w = np.concatenate([w_a, w_b, w_c], axis=1)
+    sd = np.sqrt(np.maximum(np.asarray(var, dtype=float), 0.0))[:, None]
+    return np.concatenate([r, -r], axis=1) * sd, np.concatenate([w, w], axis=1)

@@ -82,11 +82,11 @@ class PackedLayout:
         d = k[self.didx]
         n = k.size
         if n < _THREAD_MIN:
-            out = phi.kernel(d[self.i], d[self.j], k)
+            out = phi.kernel_packed(d, self.i, self.j, k)
         else:
             bounds = np.linspace(0, n, (os.cpu_count() or 1) + 1).astype(int)
-            parts = _executor().map(lambda b: phi.kernel(d[self.i[b[0]:b[1]]], d[self.j[b[0]:b[1]]],
-                                                         k[b[0]:b[1]]), zip(bounds[:-1], bounds[1:]))
+            parts = _executor().map(lambda b: phi.kernel_packed(d, self.i[b[0]:b[1]], self.j[b[0]:b[1]],
+                                                                k[b[0]:b[1]]), zip(bounds[:-1], bounds[1:]))
             out = np.concatenate(list(parts))
         if not phi.closed_form:  # closed forms are exact on the diagonal; quadrature uses the 1-D rule
             out[self.didx] = phi.diag(d)[0]
