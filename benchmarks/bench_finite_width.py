@@ -7,15 +7,15 @@
 The fused path (resscale/finite_width.py: _PairIntegrals._walk_tables_p2) computes every
 cross-layer table from one shared outer grid per layer pair with composite radial rules;
 the legacy path (fused=False) runs ~30 separate quadratures. Measured on the 2-core dev
-box (shared, so +-30%): erf 13.7-15.4 s -> ~3.5 s, relu 11.9-21 s -> ~4 s, with smaller
-quadrature error (docs/theory_finite_width.md Sec. 4.7).
+box, quiet (load < 1): erf 6.46 s legacy -> 3.15 s fused, relu 6.42 -> 3.41 s; under heavy
+load (load ~6): erf 40.9 -> 14.6 s, relu 27.5 -> 13.2 s; the fused path is also more
+accurate (docs/theory.md Sec. 4.7). --optimal: 29.5 s (quiet).
 """
 import argparse
+import sys
 import time
 
 import numpy as np
-
-import sys
 
 import resscale as rs
 

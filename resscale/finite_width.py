@@ -186,9 +186,9 @@ class _PairIntegrals:
                        (1, 1): x1 * x1 + Sl[:, None, 1, 1]}
             for ab, ow in outer.items():
                 owk = ow[k_]
-                for key, v in vals.items():
-                    cd, d = pp_keys[key]
-                    put((ab, cd, "phi", d), k_[sel], m_[sel], np.einsum("bm,bm->b", owk[sel], v))
+                for key, (cd, d) in pp_keys.items():
+                    if key in vals:
+                        put((ab, cd, "phi", d), k_[sel], m_[sel], np.einsum("bm,bm->b", owk[sel], vals[key]))
                 if np.any(last):
                     for cd, v in lin.items():
                         put((ab, cd, "lin", (0, 0)), k_[last], m_[last],

@@ -1,4 +1,4 @@
-"""1/N finite-width theory of the REDUCED block (docs/theory_finite_width.md Sec. 4.8, Eq. 4.40-4.52).
+"""1/N finite-width theory of the REDUCED block (docs/theory.md Sec. 4.8, Eq. 4.40-4.52).
 
 Block: h^l = h^{l-1} + alpha phi(W^l h^{l-1} + b^l).
 

@@ -167,6 +167,32 @@ def _refine_argmax(logS, lo, hi, xatol, n=41):
     return best_a, best_l
 
 
+def _optimal_alpha_finite_width(net, c0, q0, width, alpha_range, n_grid, xatol):
+    """alpha*(N): maximise S_N = S + delta/N (docs/theory.md Eq. 4.29) near the mean-field alpha*.
+
+    delta(alpha) costs two finite-width evaluations, so it is computed on 7 nodes
+    around the mean-field optimum and interpolated (see
+    :func:`resscale.finite_width.optimal_alpha_finite_width`); S itself is exact.
+    """
+    from .finite_width import optimal_alpha_finite_width
+    from .network import _check_real
+
+    width = _check_real("width", width, min_value=1, integer=True)
+    base = optimal_alpha(net, c0, q0, alpha_range=alpha_range, n_grid=n_grid, xatol=xatol)
+    base.width = width
+    if not base.interior:
+        base.message += "; no mean-field maximum, so no finite-width refinement"
+        return base
+    r = optimal_alpha_finite_width(net, c0, q0, width, alpha_inf=base.alpha, xatol=xatol)
+    nodes = np.asarray(r["nodes"], dtype=float)
+    S_nodes = np.exp(log_sensitivity(net, c0, q0, nodes)) + np.asarray(r["deltas"], dtype=float) / width
+    msg = (f"alpha*(N={width}) = {r['alpha']:.6g} with S_N = {r['sensitivity']:.6g} "
+           f"(mean field: alpha* = {base.alpha:.6g}, S = {base.sensitivity:.6g})")
+    note = "infinite-width leading-order value; " + base.analytic_note
+    return OptimalAlphaResult(float(r["alpha"]), float(r["sensitivity"]), base.alpha_analytic, base.T_star,
+                              bool(r["interior"]), msg, note, nodes, S_nodes, width)
+
+
 def optimal_alpha(net, c0, q0=1.0, width=None, alpha_range=(1e-4, 1e2), n_grid=200,
                   xatol=1e-7, analytic=True) -> OptimalAlphaResult:
     """alpha* = argmax_alpha S(alpha; L, c0, q0, ...) (net.alpha is ignored).
@@ -176,8 +202,10 @@ def optimal_alpha(net, c0, q0=1.0, width=None, alpha_range=(1e-4, 1e2), n_grid=2
     net : ResNet (block "full" or "reduced")
     c0, q0 : input correlation in [-1, 1] and input norm > 0
     width : int, optional
-        Finite width N: maximise the 1/N-corrected S_N of
-        :func:`resscale.finite_width.sensitivity_finite_width` instead.
+        Finite width N: maximise the 1/N-corrected S_N = S + delta/N
+        (docs/theory.md Eq. 4.29) instead; ``alphas``/``sensitivities`` of the
+        result are then the interpolation nodes of delta and S_N there
+        (about 30 s at L = 100).
     alpha_range : (lo, hi)
         Scan range; a maximum at an edge is reported as not interior.
     n_grid : int
@@ -197,17 +225,11 @@ def optimal_alpha(net, c0, q0=1.0, width=None, alpha_range=(1e-4, 1e2), n_grid=2
     hi = check_scalar("alpha_range[1]", alpha_range[1], lo=lo, strict_lo=True)
     if int(n_grid) < 3:
         raise ValueError(f"n_grid must be >= 3, got {n_grid!r}")
-    if width is None:
-        def logS(a):
-            return log_sensitivity(net, c0, q0, a, strict=False)
-    else:
-        from .finite_width import sensitivity_finite_width
-        from .network import _check_real
-        width = _check_real("width", width, min_value=1, integer=True)
+    if width is not None:
+        return _optimal_alpha_finite_width(net, c0, q0, width, alpha_range, n_grid, xatol)
 
-        def logS(a):
-            S = np.asarray(sensitivity_finite_width(net, c0, q0, width, np.atleast_1d(a)), dtype=float)
-            return np.log(np.maximum(S, 1e-300))
+    def logS(a):
+        return log_sensitivity(net, c0, q0, a, strict=False)
 
     grid = np.logspace(math.log10(lo), math.log10(hi), int(n_grid))
     lS = logS(grid)
@@ -225,8 +247,6 @@ def optimal_alpha(net, c0, q0=1.0, width=None, alpha_range=(1e-4, 1e2), n_grid=2
     # a flat S (e.g. relu full block at c0 = 1, where S = 1 exactly) has no maximum
     flat = float(np.max(lS) - min(lS[0], lS[-1])) < 1e-9
     a_an, T, note = analytic_alpha(net, c0, q0) if analytic else (math.nan, math.nan, "not computed")
-    if width is not None:
-        note = "infinite-width leading-order value; " + note
     if i in (0, len(grid) - 1) or flat:
         edge = "smallest" if i == 0 else "largest"
         msg = (f"no interior maximum: S(alpha) is constant to 1e-9 on [{lo:g}, {hi:g}]" if flat else
@@ -234,10 +254,10 @@ def optimal_alpha(net, c0, q0=1.0, width=None, alpha_range=(1e-4, 1e2), n_grid=2
                f"(range [{lo:g}, {hi:g}])") + overflow_note
         warnings.warn(msg, NoInteriorMaximumWarning, stacklevel=2)
         return OptimalAlphaResult(math.nan, float(np.exp(lS[i])), a_an, T, False, msg, note,
-                                  grid, np.exp(lS), width)
+                                  grid, np.exp(lS))
     a_star, l_star = _refine_argmax(logS, grid[i - 1], grid[i + 1], xatol)
     if l_star < lS[i]:  # never worse than the best grid point
         a_star, l_star = float(grid[i]), float(lS[i])
     msg = f"alpha* = {a_star:.6g} with S = {np.exp(l_star):.6g}" + overflow_note
     return OptimalAlphaResult(a_star, float(np.exp(l_star)), a_an, T, True, msg, note,
-                              grid, np.exp(lS), width)
+                              grid, np.exp(lS))

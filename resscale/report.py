@@ -755,7 +755,7 @@ def _opt_spec(cfg, L, sw2, act, block, c0):
         return dict(kind="optimal", net=p, c0=c0, q0=cfg.q0)
     note = ("analytic expression not computed for the quadrature activation gelu (its continuum flow is "
             "too slow to integrate here)" if act == "gelu" else
-            "no continuum maximum (see docs/theory_core.md Sec. 6)")
+            "no continuum maximum (see docs/theory.md Sec. 6)")
     lo, hi = (1e-3, 3.0) if act == "gelu" else (1e-4, 1e2)
     n = cfg.f5_grid if act == "gelu" else 200
     return dict(kind="scan", net=p, c0=c0, q0=cfg.q0, lo=lo, hi=hi, n=n, analytic_note=note)

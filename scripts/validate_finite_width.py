@@ -88,7 +88,7 @@ def simulate_full(net, K0, N, S, seed, theory, chunk=4000):
 def simulate_reduced(net, K0, N, S, seed, theory, chunk=4000):
     """Per network: Khat^L (S,P,P) and a zero-mean control variate (S,P,P). Reduced block.
 
-    Exact dynamics (docs/theory_finite_width.md Eq. 4.40): z^l_i | F_{l-1} ~ N(0, sw2 Khat^{l-1} + sb2)
+    Exact dynamics (docs/theory.md Eq. 4.40): z^l_i | F_{l-1} ~ N(0, sw2 Khat^{l-1} + sb2)
     i.i.d., h^l = h^{l-1} + alpha phi(z^l). Control variate: the linear-noise state
     y^l = J^l y^{l-1} + xibar^l, y^0 = (Khat^0 - K^0, mhat^0), with xibar^l the layer-l noise
     (Eq. 4.44) of reference particles hbar driven by the mean-field Z^l with the same draws
@@ -216,7 +216,7 @@ def main(argv=None):
              + "; estimates extrapolated to 1/N -> 0 by weighted least squares in 1/N (a + b/N) with "
              "propagated standard errors. M uses the reference-particle control variate (known mean, unbiased). "
              "dev = (theory - MC)/SE. Independent closure = FFNet-style V that drops cross-layer terms "
-             "(full block only; the reduced-block recursion is closed and exact at O(1/N), docs/theory_finite_width.md Sec. 4.8).", "",
+             "(full block only; the reduced-block recursion is closed and exact at O(1/N), docs/theory.md Sec. 4.8).", "",
              "| block | act | alpha | L | sw2 | sb2 | P | quantity | theory | MC (N->inf) | SE | dev/SE | indep. closure |",
              "|---|---|---|---|---|---|---|---|---|---|---|---|---|"]
     maxdev = 0.0

@@ -1,6 +1,6 @@
 """Validate the finite-width sensitivity S_N (resscale.sensitivity_finite_width) against simulation.
 
-Theory (docs/theory_finite_width.md Sec. 4.6, Eq. 4.29): S_N = S_inf + delta / N + O(1/N^2),
+Theory (docs/theory.md Sec. 4.6, Eq. 4.29): S_N = S_inf + delta / N + O(1/N^2),
 delta = d/dc0 [grad c . M + 1/2 Hess c : V] (resscale.finite_width.sensitivity_correction).
 
 Simulation: rs.simulate(net, width=N, n_networks=S, K0=two_input_kernel(c0, q0),

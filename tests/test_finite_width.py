@@ -276,3 +276,12 @@ def test_sensitivity_finite_width_vs_simulation():
     # the 1/N shift is resolved (> 5 SE) and matched within 3 SE + O(1/N^2) allowance (15% of it)
     assert abs(m - s_inf) > 5 * se
     assert abs(m - (s_inf + d / N)) < 3 * se + 0.15 * abs(d) / N
+
+
+@pytest.mark.parametrize("act", ["erf", "relu"])
+def test_covariance_only_matches_full_call(act):
+    net = rs.ResNet(depth=5, alpha=0.5, activation=act)
+    a = finite_width(net, K0=K2, mean_shift=False)
+    b = finite_width(net, K0=K2)
+    np.testing.assert_allclose(a.covariance, b.covariance, rtol=1e-12)
+    assert np.all(np.isnan(a.mean_shift))

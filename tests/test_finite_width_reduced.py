@@ -1,4 +1,4 @@
-"""Tests of the reduced-block 1/N theory (resscale.finite_width_reduced, docs/theory_finite_width.md Sec. 4.8)."""
+"""Tests of the reduced-block 1/N theory (resscale.finite_width_reduced, docs/theory.md Sec. 4.8)."""
 import numpy as np
 import pytest
 

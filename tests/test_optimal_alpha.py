@@ -66,3 +66,18 @@ def test_reduced_block_non_odd_activation_has_no_analytic_value():
         warnings.simplefilter("ignore", rs.NoInteriorMaximumWarning)
         res = rs.optimal_alpha(rs.ResNet(depth=50, activation="relu", block="reduced"), 0.9)
     assert math.isnan(res.alpha_analytic) and "zero-mean" in res.analytic_note
+
+
+def test_finite_width_optimum_maximises_S_N():
+    from resscale.finite_width import sensitivity_finite_width
+
+    net = rs.ResNet(depth=20)
+    res = rs.optimal_alpha(net, 0.9, width=64)
+    assert res.interior and res.width == 64
+    S = sensitivity_finite_width(net, 0.9, 1.0, width=64, alphas=res.alpha * np.array([0.97, 1.0, 1.03]))
+    assert S[1] >= S[0] and S[1] >= S[2]
+    assert res.sensitivity == pytest.approx(S[1], rel=1e-3)  # spline of delta vs exact delta
+    # a 1/N correction: alpha*(N) stays within a few percent of the mean-field optimum
+    assert abs(res.alpha / rs.optimal_alpha(net, 0.9).alpha - 1) < 0.05
+    with pytest.raises(ValueError, match="width"):
+        rs.optimal_alpha(net, 0.9, width=0)
