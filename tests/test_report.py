@@ -205,3 +205,20 @@ def test_cli_tiny(tmp_path):
     assert "claim 3" in res.output
     bad = CliRunner().invoke(app, ["report", "--out", str(tmp_path), "--figures", "fig9"])
     assert bad.exit_code == 2
+
+
+def test_training_results_land_in_the_report(tmp_path):
+    """The committed GPU training sweep (docs/training_gpu) is included: table, figure, per-depth summary."""
+    import json
+    from pathlib import Path
+
+    tdir = Path(__file__).resolve().parents[1] / "docs" / "training_gpu"
+    rep = R.run_report(tmp_path, config=_tiny(), workers=1, progress=False, figures=["fig4"], training=tdir)
+    md = (tmp_path / "report.md").read_text()
+    assert "Training validation on real data" in md and "| depth |" in md
+    assert (tmp_path / "training_accuracy_vs_alpha.png").stat().st_size > 10_000
+    summary = json.loads((tdir / "results.json").read_text())["summary"]
+    assert set(rep["training"]["per_depth"]) == set(summary) == {"20", "50", "100"}
+    assert rep["training"]["per_depth"]["50"]["best_alpha"] == summary["50"]["best_alpha"]
+    with pytest.raises(FileNotFoundError, match="results.json"):
+        R.run_report(tmp_path, config=_tiny(), workers=1, progress=False, figures=["fig4"], training=tmp_path)

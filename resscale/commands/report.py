@@ -21,6 +21,8 @@ def register(app: typer.Typer) -> None:
                                               help="Comma-separated subset, e.g. fig3,fig4 (default: all)."),
         no_pdf: bool = typer.Option(False, "--no-pdf", help="Write PNG only."),
         no_progress: bool = typer.Option(False, "--no-progress", help="No progress bars."),
+        training: Optional[Path] = typer.Option(None, "--training",
+                                                help="Output folder of `resscale train` to include in the report."),
     ):
         """Run the study: 7 figures testing the paper's 4 claims; resumable (rerun to continue)."""
         from dataclasses import replace
@@ -46,7 +48,10 @@ def register(app: typer.Typer) -> None:
                 raise typer.Exit(code=2)
         try:
             rep = run_report(out, config=cfg, workers=workers, scheduler=scheduler, progress=not no_progress,
-                             figures=figs)
+                             figures=figs, training=training)
+        except FileNotFoundError as exc:
+            typer.echo(f"Error: {exc}", err=True)
+            raise typer.Exit(code=2)
         except KeyboardInterrupt:
             typer.echo(f"\nInterrupted: finished points are cached in {out}/cache; rerun the same command "
                        "to continue.", err=True)
