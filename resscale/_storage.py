@@ -46,6 +46,23 @@ def atomic_write_bytes(path, data: bytes) -> Path:
     return path
 
 
+def write_marked_section(path, text: str, marker: str) -> Path:
+    """Replace the text between ``marker`` and ``marker + " end"`` in a document (append if absent).
+
+    Used by the validation scripts to regenerate their own table in docs/validation.md
+    without touching the others; written atomically.
+    """
+    path = Path(path)
+    old = path.read_text() if path.exists() else ""
+    if marker in old:
+        head, _, rest = old.partition(marker)
+        _, _, tail = rest.partition(marker + " end")
+        new = head + marker + "\n" + text + "\n" + marker + " end" + tail
+    else:
+        new = old + ("\n" if old and not old.endswith("\n") else "") + marker + "\n" + text + "\n" + marker + " end\n"
+    return atomic_write_bytes(path, new.encode())
+
+
 def save_npz_atomic(path, arrays: dict) -> Path:
     """Save a dict of arrays (None values skipped) as an uncompressed .npz, atomically."""
     buf = io.BytesIO()

@@ -99,15 +99,8 @@ def _write(path, table, src, marker="<!-- relu-large-n -->"):
             f"Source: {os.path.basename(src)}. Per entry: theory and the MC intercept of three weighted fits in 1/N "
             "(lin-all: a + b/N over all widths; lin-top3: over the 3 largest widths; quad-all: a + b/N + c/N^2), "
             "each as a +- SE (dev = (theory - a)/SE, chi^2/dof). M_N uses the control variate.\n\n" + table)
-    old = open(path).read() if os.path.exists(path) else ""
-    if marker in old:
-        head, _, rest = old.partition(marker)
-        _, _, tail = rest.partition(marker + " end")
-        new = head + marker + "\n" + text + "\n" + marker + " end" + tail
-    else:
-        new = old + ("\n" if old and not old.endswith("\n") else "") + marker + "\n" + text + "\n" + marker + " end\n"
-    with open(path, "w") as fh:
-        fh.write(new)
+    from resscale._storage import write_marked_section
+    write_marked_section(path, text, marker)
 
 
 if __name__ == "__main__":

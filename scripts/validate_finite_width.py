@@ -33,6 +33,7 @@ import numpy as np
 
 sys.path.insert(0, os.path.join(os.path.dirname(__file__), ".."))
 import resscale as rs  # noqa: E402
+from resscale._storage import write_marked_section  # noqa: E402
 from resscale.finite_width import finite_width  # noqa: E402
 
 CACHE = os.path.join(os.path.dirname(__file__), "..", ".cache", "validate_finite_width")
@@ -244,16 +245,7 @@ def main(argv=None):
     lines += ["", f"{ndev} comparisons; max |theory - MC| / SE = {maxdev:.2f}.", ""]
     text = "\n".join(lines)
     os.makedirs(os.path.dirname(args.out), exist_ok=True)
-    marker = "<!-- finite-width -->"
-    old = open(args.out).read() if os.path.exists(args.out) else ""
-    if marker in old:
-        head, _, rest = old.partition(marker)
-        _, _, tail = rest.partition(marker + " end")
-        new = head + marker + "\n" + text + "\n" + marker + " end" + tail
-    else:
-        new = old + ("\n" if old else "") + marker + "\n" + text + "\n" + marker + " end\n"
-    with open(args.out, "w") as fh:
-        fh.write(new)
+    write_marked_section(args.out, text, "<!-- finite-width -->")
     print(text)
     return maxdev
 

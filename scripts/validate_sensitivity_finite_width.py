@@ -33,6 +33,7 @@ import resscale as rs  # noqa: E402
 from resscale.finite_width import sensitivity_correction  # noqa: E402
 from resscale.inputs import two_input_kernel  # noqa: E402
 from resscale.sensitivity import sensitivity  # noqa: E402
+from resscale._storage import write_marked_section  # noqa: E402
 
 CACHE = os.path.join(os.path.dirname(__file__), "..", ".cache", "validate_sensitivity_fw")
 WIDTHS = (16, 32, 64, 128, 256)
@@ -147,15 +148,7 @@ def render(rows, summary, widths):
 
 
 def write_section(path, text, marker="<!-- sensitivity-finite-width -->"):
-    old = open(path).read() if os.path.exists(path) else ""
-    if marker in old:
-        head, _, rest = old.partition(marker)
-        _, _, tail = rest.partition(marker + " end")
-        new = head + marker + "\n" + text + "\n" + marker + " end" + tail
-    else:
-        new = old + ("\n" if old and not old.endswith("\n") else "") + marker + "\n" + text + "\n" + marker + " end\n"
-    with open(path, "w") as fh:
-        fh.write(new)
+    write_marked_section(path, text, marker)
 
 
 def main(argv=None):
