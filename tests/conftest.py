@@ -7,6 +7,12 @@ def rng():
     return np.random.default_rng(12345)
 
 
+def sqrtm_psd(C):
+    """Symmetric square root of a (batch of) PSD matrices (negative rounding eigenvalues clipped)."""
+    lam, U = np.linalg.eigh(C)
+    return (U * np.sqrt(np.maximum(lam, 0.0))[..., None, :]) @ np.swapaxes(U, -1, -2)
+
+
 def simulate_inline(net, K0, width, n_networks, seed=0):
     """Tiny independent reference simulator of the SPEC family (tests only).
 

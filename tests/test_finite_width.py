@@ -3,26 +3,22 @@ import numpy as np
 import pytest
 
 import resscale as rs
+from conftest import sqrtm_psd
 from resscale.finite_width import finite_width, sensitivity_finite_width
 from resscale.gaussian_quadrature import bvn_cdf, gaussian_expectation, inner_forms, make_inner
 
 K2 = np.array([[1.0, 0.5], [0.5, 1.0]])
 
 
-def _sqrtm(C):
-    lam, U = np.linalg.eigh(C)
-    return (U * np.sqrt(np.maximum(lam, 0.0))[..., None, :]) @ np.swapaxes(U, -1, -2)
-
-
 def _simulate(net, K0, N, S, seed):
     """Exact conditional-Gaussian simulation of the full block (Khat^L per network)."""
     rng = np.random.default_rng(seed)
     P = K0.shape[0]
-    h = rng.standard_normal((S, N, P)) @ _sqrtm(K0).T
+    h = rng.standard_normal((S, N, P)) @ sqrtm_psd(K0).T
     for _ in range(net.depth):
         f = net.phi.fn(h)
         C = net.sigma_w2 * np.matmul(np.swapaxes(f, 1, 2), f) / N + net.sigma_b2
-        h = h + net.alpha * np.matmul(rng.standard_normal((S, N, P)), np.swapaxes(_sqrtm(C), 1, 2))
+        h = h + net.alpha * np.matmul(rng.standard_normal((S, N, P)), np.swapaxes(sqrtm_psd(C), 1, 2))
     return np.matmul(np.swapaxes(h, 1, 2), h) / N
 
 

@@ -3,6 +3,7 @@ import numpy as np
 import pytest
 
 import resscale as rs
+from conftest import sqrtm_psd
 from resscale.finite_width import finite_width
 from resscale.finite_width_reduced import reduced_block_theory
 
@@ -10,20 +11,15 @@ K2 = np.array([[1.0, 0.5], [0.5, 1.2]])
 K3 = np.array([[1.0, 0.4, 0.1], [0.4, 1.2, 0.3], [0.1, 0.3, 0.9]])
 
 
-def _sqrtm(C):
-    lam, U = np.linalg.eigh(C)
-    return (U * np.sqrt(np.maximum(lam, 0.0))[..., None, :]) @ np.swapaxes(U, -1, -2)
-
-
 def _simulate(net, K0, N, S, seed):
     """Exact conditional-Gaussian simulation of the reduced block: Khat^L and mhat^L per network."""
     rng = np.random.default_rng(seed)
     P = K0.shape[0]
-    h = rng.standard_normal((S, N, P)) @ _sqrtm(K0).T
+    h = rng.standard_normal((S, N, P)) @ sqrtm_psd(K0).T
     for _ in range(net.depth):
         Kh = np.matmul(np.swapaxes(h, 1, 2), h) / N
         C = net.sigma_w2 * Kh + net.sigma_b2
-        z = np.matmul(rng.standard_normal((S, N, P)), np.swapaxes(_sqrtm(C), 1, 2))
+        z = np.matmul(rng.standard_normal((S, N, P)), np.swapaxes(sqrtm_psd(C), 1, 2))
         h = h + net.alpha * net.phi.fn(z)
     return np.matmul(np.swapaxes(h, 1, 2), h) / N, h.mean(1)
 
