@@ -149,8 +149,10 @@ def _netp(depth, alpha=0.1, sigma_w2=1.0, sigma_b2=0.0, activation="erf", block=
 def _fw_source_hash() -> str:
     """Version tag of the finite-width theory code (in flux): cached theory results follow it."""
     try:
-        p = Path(__file__).with_name("finite_width.py")
-        return hashlib.sha1(p.read_bytes()).hexdigest()[:12]
+        h = hashlib.sha1()
+        for p in sorted(Path(__file__).with_name("finite_width").glob("*.py")):
+            h.update(p.read_bytes())
+        return h.hexdigest()[:12]
     except OSError:  # pragma: no cover
         return "none"
 

@@ -193,7 +193,7 @@ def test_mean_shift_monte_carlo_control_variate(act):
 @pytest.mark.parametrize("act", ["erf", "relu"])
 def test_fused_tables_match_legacy_quadrature(act):
     """The shared-grid P = 2 tables agree with the separate high-order quadratures."""
-    from resscale.finite_width import _PairIntegrals
+    from resscale.finite_width.walk_integrals import _PairIntegrals
     from resscale.kernel_recursion import mean_field_kernel
     net = rs.ResNet(depth=6, alpha=0.7, activation=act)
     Ks = mean_field_kernel(net, K0=K2, all_layers=True)
@@ -209,7 +209,7 @@ def test_fused_tables_match_legacy_quadrature(act):
 
 
 def test_fused_path_agrees_with_legacy_end_to_end():
-    from resscale.finite_width import _PairIntegrals
+    from resscale.finite_width.walk_integrals import _PairIntegrals
     net = rs.ResNet(depth=12, alpha=0.5, activation="erf", sigma_b2=0.1)
     new = finite_width(net, K0=K2)
     d = _PairIntegrals.__init__.__defaults__
@@ -244,7 +244,7 @@ def test_sensitivity_correction_is_width_independent():
 
 
 def test_optimal_alpha_finite_width_small():
-    from resscale.finite_width import optimal_alpha_finite_width
+    from resscale.optimal_alpha import optimal_alpha_finite_width
     net = rs.ResNet(depth=10)
     r = optimal_alpha_finite_width(net, 0.9, 1.0, width=32, n_points=7)
     assert r["interior"] and abs(r["interp_error"]) < 1e-2 * abs(r["delta"]) + 1e-3

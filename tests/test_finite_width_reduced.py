@@ -1,11 +1,11 @@
-"""Tests of the reduced-block 1/N theory (resscale.finite_width_reduced, docs/theory.md Sec. 4.8)."""
+"""Tests of the reduced-block 1/N theory (resscale.finite_width.reduced, docs/theory.md Sec. 4.8)."""
 import numpy as np
 import pytest
 
 import resscale as rs
 from conftest import sqrtm_psd
 from resscale.finite_width import finite_width
-from resscale.finite_width_reduced import reduced_block_theory
+from resscale.finite_width.reduced import reduced_block_theory
 
 K2 = np.array([[1.0, 0.5], [0.5, 1.2]])
 K3 = np.array([[1.0, 0.4, 0.1], [0.4, 1.2, 0.3], [0.1, 0.3, 0.9]])
@@ -72,7 +72,7 @@ def test_small_alpha_expansion():
     + alpha^2 sum_l G(sw2 Khat^0 + sb2) + O(alpha^3):
       V = V0 + alpha^2 L [4-term K0 x C0 noise + sw2 (G' V0 + V0 G'^T)],
       M = alpha^2 L sw2^2 / 2  G'' : V0;   relu: both corrections scale as alpha^2 too."""
-    from resscale.finite_width import _hess_G, _jac_G
+    from resscale.finite_width.linalg import _hess_G, _jac_G
     L, sw2, sb2, al = 6, 1.3, 0.1, 1e-3
     net = _net("erf", depth=L, sigma_w2=sw2, sigma_b2=sb2, alpha=al)
     fw = finite_width(net, K0=K2)

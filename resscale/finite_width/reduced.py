@@ -29,7 +29,9 @@ import itertools
 
 import numpy as np
 
-from .kernel_recursion import mean_field_kernel, mean_field_mean
+from ..kernel_recursion import mean_field_kernel, mean_field_mean
+from .linalg import _hess_G, _jac_G, _outer_hh
+from .walk_integrals import _PairIntegrals
 
 __all__ = ["reduced_block_theory"]
 
@@ -47,7 +49,6 @@ def _mu_derivs(phi, q, rel=1e-4):
 def _moments(phi, Zs, n_r, n_t):
     """Same-layer moments of phi(z), z ~ N(0, Z^l): E3[l,b,c,d] = E phi_b phi_c phi_d and
     E4[l,a,b,c,d] = E phi_a phi_b phi_c phi_d for all layers (Zs: (L, P, P))."""
-    from .finite_width import _PairIntegrals
     L, P = Zs.shape[0], Zs.shape[1]
     pi = _PairIntegrals(phi, Zs, walk=False, n_r=n_r, n_t=n_t)
     kk = np.arange(L)
@@ -82,7 +83,6 @@ def reduced_block_theory(net, K0, compute_mean=True, n_r=12, n_t=8):
       Sigma (D,D)                N Cov of the state s^L = (Khat^L.ravel(), mhat^L), D = P^2 + P,
       J (L,D,D), mu_z, G_z       per-layer drift Jacobians and branch moments (for control variates).
     """
-    from .finite_width import _hess_G, _jac_G, _outer_hh
     phi = net.phi
     L, P = net.depth, K0.shape[0]
     P2, D = P * P, P * P + P
