@@ -56,6 +56,9 @@ def parse_args(argv=None):
     p.add_argument("--quick", action="store_true",
                    help="small case and only the best NT methods (jit + repeat, jit + vmap)")
     p.add_argument("--no-nt", action="store_true", help="skip neural-tangents")
+    p.add_argument("--other-activations", action="store_true",
+                   help="also time the S grid pass for tanh and gelu (quadrature path) at --other-depth")
+    p.add_argument("--other-depth", type=int, default=100)
     p.add_argument("--nt-python", default=str(NT_PYTHON), help="python of the neural-tangents venv")
     p.add_argument("--nt-timeout", type=float, default=1800.0, help="seconds before the NT run is abandoned")
     p.add_argument("--json", default=None, help="also write all measurements to this JSON file")
@@ -115,6 +118,45 @@ def run_resscale(a, X):
                                      a.n_repeat)
     out["sensitivity_grid"] = {"first_call_s": first, "steady_s": best, "steady_cpu_s": cpu}
     print(f"[resscale] log_sensitivity on the {a.n_alphas}-alpha grid: best {best:.3f} s", flush=True)
+
+    # issue 9: the scan without the analytic ODE, and the NumPy fallback of the fused erf path
+    with warnings.catch_warnings():
+        warnings.simplefilter("ignore")
+        first, best, _, cpu = best_of(lambda: rs.optimal_alpha(net, c0=a.c0, n_grid=a.n_alphas, analytic=False),
+                                      a.n_repeat)
+    out["optimal_alpha_no_analytic"] = {"first_call_s": first, "steady_s": best, "steady_cpu_s": cpu}
+    print(f"[resscale] optimal_alpha(analytic=False): best {best:.3f} s", flush=True)
+    import importlib
+    sens = importlib.import_module("resscale.sensitivity")
+    out["numba"] = sens._numba_kernel(force=True) is not None   # (loaded once; used by the calls above
+    # only when RESSCALE_NUMBA=1 or the estimated NumPy cost is large, see sensitivity._numba_kernel)
+    saved = sens._nb_erf
+    sens._nb_erf = None
+    try:
+        with warnings.catch_warnings():
+            warnings.simplefilter("ignore")
+            first, best, _, cpu = best_of(lambda: rs.optimal_alpha(net, c0=a.c0, n_grid=a.n_alphas), a.n_repeat)
+            out["optimal_alpha_numpy"] = {"steady_s": best, "steady_cpu_s": cpu}
+            first, best, _, cpu = best_of(lambda: rs.log_sensitivity(net, a.c0, 1.0, grid, strict=False),
+                                          a.n_repeat)
+            out["sensitivity_grid_numpy"] = {"steady_s": best, "steady_cpu_s": cpu}
+    finally:
+        sens._nb_erf = saved
+    print(f"[resscale] NumPy fallback (no numba): optimal_alpha {out['optimal_alpha_numpy']['steady_s']:.3f} s, "
+          f"grid {best:.3f} s", flush=True)
+    if a.other_activations:
+        for act in ("tanh", "gelu"):
+            net2 = net.replace(activation=act, depth=a.other_depth)
+            net_e = net.replace(depth=a.other_depth)
+            with warnings.catch_warnings():
+                warnings.simplefilter("ignore")
+                t = time.perf_counter()
+                rs.log_sensitivity(net2, a.c0, 1.0, grid, strict=False)
+                t_act = time.perf_counter() - t
+                _, t_erf, _, _ = best_of(lambda: rs.log_sensitivity(net_e, a.c0, 1.0, grid, strict=False), 1)
+            out[f"sensitivity_grid_{act}_L{a.other_depth}"] = {"steady_s": t_act, "erf_s": t_erf}
+            print(f"[resscale] log_sensitivity grid, {act} L={a.other_depth}: {t_act:.2f} s "
+                  f"(erf {t_erf * 1e3:.1f} ms, ratio {t_act / t_erf:.0f}x)", flush=True)
     return out, K, np.exp(logS)
 
 
@@ -226,6 +268,16 @@ def main(argv=None):
         "NT: jit(vmap(grad)) = S(alpha)", oa["steady_cpu_s"], g(nts, "vmap-sens", "steady_cpu_s"))
     row(f"{sname}: S grid only vs NT kernels + dS", sg["steady_s"], g(nts, "vmap-sens", "steady_s"),
         "resscale: log_sensitivity(grid)", sg["steady_cpu_s"], g(nts, "vmap-sens", "steady_cpu_s"))
+    on = rs_res["optimal_alpha_no_analytic"]
+    row(f"{sname}: optimal_alpha(analytic=False) vs NT 2x2 kernels", on["steady_s"],
+        g(nts, "vmap-kernel", "steady_s"), "resscale: grid + refinement, no ODE", on["steady_cpu_s"],
+        g(nts, "vmap-kernel", "steady_cpu_s"))
+    onp = rs_res["optimal_alpha_numpy"]
+    row(f"{sname}: optimal_alpha, NumPy fallback (no numba)", onp["steady_s"], g(nts, "vmap-kernel", "steady_s"),
+        "numba " + ("installed" if rs_res["numba"] else "not installed") + "; rows above use it only with "
+        "RESSCALE_NUMBA=1 or large L")
+    row(f"{sname}: S grid only, NumPy fallback", rs_res["sensitivity_grid_numpy"]["steady_s"],
+        g(nts, "vmap-sens", "steady_s"), "")
     row(f"{sname}: first call, optimal_alpha vs NT vmap kernels", oa["first_call_s"],
         g(nts, "vmap-kernel", "first_call_s"), "NT incl. compile")
     if "loop-jit" in nts:

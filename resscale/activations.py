@@ -18,11 +18,14 @@ rules (1-D) and a conditional decomposition u_b | u_a (2-D), accurate to
 parameters ``_QUAD_H`` etc. below; measured in tests/test_quadrature.py and
 stated in theory.md Sec. 2.3). For a user callable without derivatives, phi' and phi'' are taken by
 central differences of phi (step 1e-4 / 1e-3; the *recursion* is still
-differentiated exactly).
+differentiated exactly). ``from_callable`` refuses a callable that is not finite on
+[-12, 12] or (unless its kinks are declared) not C^2 numerically (:func:`find_kinks`);
+declared kinks give ``Activation.smooth = False`` (docs/theory.md Sec. 5.1).
 """
 from __future__ import annotations
 
 import math
+import warnings
 from dataclasses import dataclass
 from functools import lru_cache
 from typing import Callable, Optional
@@ -173,6 +176,11 @@ class Activation:
     closed_form : bool    Gaussian integrals in closed form (else quadrature)
     n_quad : int          kept for compatibility; no longer used (the quadrature's
                           accuracy is set by the module constants _QUAD_H, _QUAD_SPAN)
+    smooth : bool         phi is C^2 (phi' and phi'' are ordinary functions). False for
+                          relu and for a callable declared with ``kinks``: its phi'' has
+                          delta parts that ``d2`` does not carry, so theory that needs phi''
+                          (finite width) must check this flag (see ``supports_finite_width``)
+    kinks : tuple         points where phi' jumps (declared via :func:`from_callable`)
     """
 
     name: str
@@ -183,6 +191,23 @@ class Activation:
     homogeneous: bool = False
     closed_form: bool = False
     n_quad: int = 64
+    smooth: bool = True
+    kinks: tuple = ()
+
+    @property
+    def supports_finite_width(self) -> bool:
+        """True when phi'' is exact: a smooth phi, or the built-in relu (delta handled in closed form)."""
+        return bool(self.smooth or isinstance(self, _Relu))
+
+    def pair_equal(self, q, k):
+        """(G, A, g) for two inputs of equal variance q and covariance k (arrays over a grid):
+        G = E[phi(u_a) phi(u_b)], A = dG/dk = E[phi'(u_a) phi'(u_b)], g = E[phi(u)^2].
+
+        The quantities of the two-input recursion (Sec. 5); closed-form activations
+        override this with a few fused array passes (same values as :meth:`pair`/:meth:`diag`).
+        """
+        G, _, _, A = self.pair(q, q, k)
+        return G, A, self.diag(q)[0]
 
     def __call__(self, u):
         return self.fn(u)
@@ -235,6 +260,7 @@ class Activation:
             for c in range(0, idx.size, step):
                 sl = slice(c, c + step)
                 vals = f(u[sl])
+                _check_values(self, vals[0], u[sl])
                 for o, val in zip(out, vals):
                     o[idx[sl]] = np.einsum("mn,mn->m", val, w[sl])
         for o in out:
@@ -291,6 +317,8 @@ class Activation:
                     a, wa = a_all[rows], wa_all[rows]
                     P0, P1, P2 = self._inner(knd, ni, beta[idx, None] * a, tau[idx], ts[idx], tA[idx], Vs[idx])
                     fa = self.fn(a)
+                    _check_values(self, fa, a)
+                    _check_values(self, P0, beta[idx, None] * a)
                     out[0][idx] = np.einsum("mn,mn->m", wa * fa, P0)
                     out[1][idx] = 0.5 * np.einsum("mn,mn->m", wa * self.d2(a), P0)
                     out[2][idx] = 0.5 * np.einsum("mn,mn->m", wa * fa, P2)
@@ -349,6 +377,23 @@ class Activation:
         return tuple(P)
 
 
+def _check_values(act, vals, u):
+    """Raise ValueError naming the activation if phi gave NaN at finite quadrature nodes.
+
+    (inf is left alone: it is an overflow of the kernel, reported by the recursions.)
+    """
+    vals = np.asarray(vals)
+    if not np.isnan(vals).any():
+        return
+    uu = np.broadcast_to(np.asarray(u, dtype=float), vals.shape)
+    bad = np.isnan(vals) & np.isfinite(uu)
+    if np.any(bad):
+        ub = uu[bad]
+        raise ValueError(f"activation {act.name!r} returned NaN at u = {ub.flat[0]:.6g} (a quadrature node; "
+                         f"the Gaussian integrals need phi finite on the whole real line, here at least on "
+                         f"[{ub.min():.4g}, {ub.max():.4g}])")
+
+
 class _Erf(Activation):
     """phi = erf: arcsine kernel G = (2/pi) arcsin(2kab / sqrt((1+2kaa)(1+2kbb))) (Eq. 2.4)."""
 
@@ -369,6 +414,8 @@ class _Erf(Activation):
         return (2.0 / math.pi) * np.arcsin(np.clip(x, -1.0, 1.0))
 
     def pair(self, kaa, kbb, kab):
+        if np.ndim(kaa) == 0 and np.ndim(kbb) == 0 and np.ndim(kab) == 0:   # scalar fast path (ODE)
+            return _erf_pair_scalar(float(kaa), float(kbb), float(kab))
         kaa, kbb, kab = np.broadcast_arrays(*(np.asarray(v, dtype=float) for v in (kaa, kbb, kab)))
         da, db = 1.0 + 2.0 * kaa, 1.0 + 2.0 * kbb
         D = da * db
@@ -380,10 +427,38 @@ class _Erf(Activation):
         return G, daa, dbb, dab
 
     def diag(self, k):
+        if np.ndim(k) == 0 and math.isfinite(k) and k > -0.25:
+            k = float(k)
+            return (np.float64((2.0 / math.pi) * math.asin(2.0 * k / (1.0 + 2.0 * k))),
+                    np.float64((4.0 / math.pi) / ((1.0 + 2.0 * k) * math.sqrt(1.0 + 4.0 * k))))
         k = np.asarray(k, dtype=float)
         g = (2.0 / math.pi) * np.arcsin(2.0 * k / (1.0 + 2.0 * k))
         dg = (4.0 / math.pi) / ((1.0 + 2.0 * k) * np.sqrt(1.0 + 4.0 * k))
         return g, dg
+
+    def pair_equal(self, q, k):
+        d = 1.0 + 2.0 * q
+        inv = 1.0 / d
+        x = np.clip(2.0 * k * inv, -1.0, 1.0)
+        G = (2.0 / math.pi) * np.arcsin(x)
+        A = (4.0 / math.pi) / np.sqrt(np.maximum(d * d - 4.0 * k * k, _TINY))
+        g = (2.0 / math.pi) * np.arcsin(2.0 * q * inv)
+        return G, A, g
+
+
+def _erf_pair_scalar(kaa, kbb, kab):
+    """Scalar version of _Erf.pair (math module; same formulas)."""
+    if not (math.isfinite(kaa) and math.isfinite(kbb) and math.isfinite(kab)):
+        return tuple(np.float64(math.nan) for _ in range(4))
+    da, db = 1.0 + 2.0 * kaa, 1.0 + 2.0 * kbb
+    D = da * db
+    if D <= 0.0:
+        return tuple(np.float64(math.nan) for _ in range(4))
+    root = math.sqrt(max(D - 4.0 * kab * kab, _TINY))
+    G = (2.0 / math.pi) * math.asin(min(max(2.0 * kab / math.sqrt(D), -1.0), 1.0))
+    dab = (4.0 / math.pi) / root
+    return (np.float64(G), np.float64(-(4.0 / math.pi) * kab / (da * root)),
+            np.float64(-(4.0 / math.pi) * kab / (db * root)), np.float64(dab))
 
 
 class _Relu(Activation):
@@ -394,6 +469,8 @@ class _Relu(Activation):
     """
 
     def pair(self, kaa, kbb, kab):
+        if np.ndim(kaa) == 0 and np.ndim(kbb) == 0 and np.ndim(kab) == 0:   # scalar fast path (ODE)
+            return _relu_pair_scalar(float(kaa), float(kbb), float(kab))
         kaa, kbb, kab = np.broadcast_arrays(*(np.asarray(v, dtype=float) for v in (kaa, kbb, kab)))
         saa, sbb = np.sqrt(np.maximum(kaa, _TINY)), np.sqrt(np.maximum(kbb, _TINY))
         rho = np.clip(kab / (saa * sbb), -1.0, 1.0)
@@ -409,10 +486,31 @@ class _Relu(Activation):
         k = np.asarray(k, dtype=float)
         return 0.5 * k, np.full_like(k, 0.5)
 
+    def pair_equal(self, q, k):
+        sa = np.sqrt(np.maximum(q, _TINY))
+        s = sa * sa                     # (as in pair: the same rounding)
+        rho = np.clip(k / s, -1.0, 1.0)
+        t = np.arccos(rho)
+        G = s / (2.0 * math.pi) * (np.sqrt(1.0 - rho * rho) + (math.pi - t) * rho)
+        return G, (math.pi - t) / (2.0 * math.pi), 0.5 * q
+
     def mean(self, k):
         k = np.asarray(k, dtype=float)
         kk = np.maximum(k, _TINY)
         return np.sqrt(kk / (2.0 * math.pi)), 0.5 / np.sqrt(2.0 * math.pi * kk)
+
+
+def _relu_pair_scalar(kaa, kbb, kab):
+    """Scalar version of _Relu.pair (math module; same formulas)."""
+    if not (math.isfinite(kaa) and math.isfinite(kbb) and math.isfinite(kab)):
+        return tuple(np.float64(math.nan) for _ in range(4))
+    saa, sbb = math.sqrt(max(kaa, _TINY)), math.sqrt(max(kbb, _TINY))
+    rho = min(max(kab / (saa * sbb), -1.0), 1.0)
+    t = math.acos(rho)
+    sin_t = math.sqrt(1.0 - rho * rho)
+    G = saa * sbb / (2.0 * math.pi) * (sin_t + (math.pi - t) * rho)
+    return (np.float64(G), np.float64((sbb / saa) * sin_t / (4.0 * math.pi)),
+            np.float64((saa / sbb) * sin_t / (4.0 * math.pi)), np.float64((math.pi - t) / (2.0 * math.pi)))
 
 
 class _Linear(Activation):
@@ -429,6 +527,10 @@ class _Linear(Activation):
     def diag(self, k):
         k = np.asarray(k, dtype=float)
         return k.copy(), np.ones_like(k)
+
+    def pair_equal(self, q, k):
+        k = np.asarray(k, dtype=float)
+        return k.copy(), np.ones(k.shape), np.array(q, dtype=float)
 
 
 # ----------------------------------------------------------------- builtins
@@ -489,30 +591,120 @@ def _one(u):
 BUILTIN = {
     "erf": lambda: _Erf("erf", special.erf, _erf_d1, _erf_d2, odd=True, closed_form=True),
     "tanh": lambda: Activation("tanh", np.tanh, _tanh_d1, _tanh_d2, odd=True),
-    "relu": lambda: _Relu("relu", _relu, _relu_d1, _zero, homogeneous=True, closed_form=True),
+    "relu": lambda: _Relu("relu", _relu, _relu_d1, _zero, homogeneous=True, closed_form=True,
+                          smooth=False, kinks=(0.0,)),
     "linear": lambda: _Linear("linear", _identity, _one, _zero, odd=True, homogeneous=True,
                               closed_form=True),
     "gelu": lambda: Activation("gelu", _gelu, _gelu_d1, _gelu_d2),
 }
 
 
+class KinkedActivationWarning(UserWarning):
+    """A user activation with declared kinks: mean-field integrals are only approximately right."""
+
+
+_PROBE = np.linspace(-12.0, 12.0, 481)   # finiteness probe (covers +-8.5 sd of k up to ~2)
+_KINK_GRID = np.linspace(-8.0, 8.0, 1601)  # spacing 0.01 = the larger difference step
+_KINK_H = 0.01
+
+
+def find_kinks(fn, grid=_KINK_GRID, h=_KINK_H, rtol=1e-2):
+    """Points of ``grid`` where phi is numerically not C^2 (a kink or a jump).
+
+    Compares central second differences at steps h and h/2: for a smooth phi they
+    differ by ~ phi^(4) h^2 / 16 (~1e-5 for unit-scale features), at a jump J of phi'
+    within h of a grid point by >= ~J/(3h) (grid spacing <= h, so every kink is seen).
+    Flags where the difference exceeds rtol * (1 + median |phi''|). Returns the flagged
+    points, one representative per cluster.
+    """
+    u = np.asarray(grid, dtype=float)
+    f0 = np.asarray(fn(u), dtype=float)
+    d_h = (np.asarray(fn(u + h), dtype=float) - 2.0 * f0 + np.asarray(fn(u - h), dtype=float)) / (h * h)
+    h2 = 0.5 * h
+    d_h2 = (np.asarray(fn(u + h2), dtype=float) - 2.0 * f0 + np.asarray(fn(u - h2), dtype=float)) / (h2 * h2)
+    diff = np.abs(d_h - d_h2)
+    scale = 1.0 + np.median(np.abs(d_h2))
+    bad = np.flatnonzero(~(diff <= rtol * scale))
+    if bad.size == 0:
+        return []
+    groups = np.split(bad, np.flatnonzero(np.diff(bad) > 3) + 1)
+    return [float(u[g[np.argmax(diff[g])]]) for g in groups]
+
+
 def from_callable(fn: Callable, d1: Optional[Callable] = None, d2: Optional[Callable] = None,
-                  name: Optional[str] = None, odd: bool = False, n_quad: int = 64) -> Activation:
+                  name: Optional[str] = None, odd: bool = False, n_quad: int = 64,
+                  kinks=None, check_smooth: bool = True) -> Activation:
     """Wrap a user callable phi (vectorised over NumPy arrays) as an :class:`Activation`.
 
-    Gaussian integrals use Gauss-Hermite quadrature; missing derivatives are
-    central differences of ``fn``. Set ``odd=True`` if phi is odd (skips the
-    mean, which is then exactly 0).
+    Gaussian integrals use quadrature; missing derivatives are central differences
+    of ``fn`` (step 1e-4 / 1e-3). Set ``odd=True`` if phi is odd (skips the mean,
+    which is then exactly 0).
+
+    Guards (issue 12): phi must be finite on [-12, 12] (ValueError naming the first
+    bad point; the quadrature also raises if phi gives NaN at any of its nodes).
+    Non-smooth phi: finite differences give a wrong phi'' at a kink (relu as a callable
+    loses the delta part of phi''), so unless ``kinks`` is given phi is checked
+    numerically (:func:`find_kinks` on [-8, 8]) and a kink or jump raises ValueError
+    saying how to declare it. Declare kinks with ``kinks=[u0, ...]`` (and preferably
+    ``d1``): the result then has ``smooth=False``; the mean-field code accepts it (it
+    needs only phi and phi'), the finite-width code must refuse it
+    (``Activation.supports_finite_width``). ``kinks=[]`` declares phi smooth without
+    the numerical check; ``check_smooth=False`` skips the check as well.
+    A declared ``d1`` is checked against central differences of phi away from kinks.
     """
-    probe = np.linspace(-3.0, 3.0, 7)
+    label = name or getattr(fn, "__name__", "callable")
+    probe = _PROBE
     try:
-        val = np.asarray(fn(probe), dtype=float)
+        with np.errstate(all="ignore"):
+            val = np.asarray(fn(probe), dtype=float)
     except Exception as exc:  # pragma: no cover - message path
-        raise ValueError(f"activation callable {fn!r} failed on a NumPy array: {exc}") from exc
-    if val.shape != probe.shape or not np.all(np.isfinite(val)):
-        raise ValueError(f"activation callable {fn!r} must map a NumPy array elementwise to finite values")
-    return Activation(name or getattr(fn, "__name__", "callable"), fn, d1 or _fd1(fn), d2 or _fd2(fn),
-                      odd=odd, n_quad=n_quad)
+        raise ValueError(f"activation callable {label!r} failed on a NumPy array: {exc}") from exc
+    if val.shape != probe.shape:
+        raise ValueError(f"activation callable {label!r} must map a NumPy array elementwise "
+                         f"(shape {probe.shape} in, got {val.shape} out)")
+    if not np.all(np.isfinite(val)):
+        ub = probe[~np.isfinite(val)]
+        raise ValueError(f"activation callable {label!r} must map a NumPy array elementwise to finite values: "
+                         f"phi(u) is not finite at u = {ub[0]:.4g} (and {ub.size - 1} more of {probe.size} "
+                         f"probe points in [-12, 12]); Gaussian integrals need phi on the whole real line")
+    if kinks is None:
+        found = find_kinks(fn) if check_smooth else []
+        if found:
+            pts = ", ".join(f"{x:.3g}" for x in found[:5])
+            raise ValueError(
+                f"activation callable {label!r} is not smooth: its second finite differences at two step "
+                f"sizes disagree near u = {pts} (a kink or a jump), so phi'' by finite differences would be "
+                f"silently wrong. Declare it: rs.from_callable(fn, d1=<phi'>, kinks=[{pts}]) (mean field "
+                f"then works; the finite-width theory needs phi'' and refuses kinked activations), use "
+                f"a built-in (e.g. 'relu'), or pass kinks=[] if phi is in fact C^2.")
+        kinks = ()
+    kinks = tuple(float(x) for x in kinks)
+    if kinks:
+        warnings.warn(
+            f"activation {label!r} declared with kinks at {list(kinks)}: its Gaussian integrals use the "
+            "quadrature built for smooth phi, which converges only slowly across a kink (measured for relu "
+            "as a callable: G and E[phi' phi'] off by ~3e-4 relative at K = 1, rho = 0.5, and by up to "
+            "~30% at K = 0.01, rho = -0.9); use a built-in closed form (e.g. 'relu') where one exists. "
+            "The finite-width theory refuses it (Activation.supports_finite_width is False).",
+            KinkedActivationWarning, stacklevel=2)
+    for nm, g in (("d1", d1), ("d2", d2)):
+        if g is not None:
+            gv = np.asarray(g(probe), dtype=float)
+            if gv.shape != probe.shape or not np.all(np.isfinite(gv)):
+                raise ValueError(f"activation callable {label!r}: {nm} must map arrays elementwise to "
+                                 "finite values on [-12, 12]")
+    if d1 is not None:   # a declared phi' must agree with central differences of phi away from kinks
+        u = np.linspace(-4.0, 4.0, 161) + 0.00317
+        far = np.all(np.abs(u[:, None] - np.asarray(kinks + (np.inf,))[None, :]) > 1e-2, axis=1)
+        fd = _fd1(fn)(u[far])
+        dv = np.asarray(d1(u[far]), dtype=float)
+        if np.max(np.abs(fd - dv)) > 1e-5 * (1.0 + np.max(np.abs(fd))):
+            k = int(np.argmax(np.abs(fd - dv)))
+            raise ValueError(f"activation callable {label!r}: the declared d1 does not match the derivative "
+                             f"of phi (at u = {u[far][k]:.4g}: d1 = {dv[k]:.6g}, finite difference "
+                             f"{fd[k]:.6g})")
+    return Activation(label, fn, d1 or _fd1(fn), d2 or _fd2(fn), odd=odd, n_quad=n_quad,
+                      smooth=not kinks, kinks=kinks)
 
 
 def get_activation(activation) -> Activation:

@@ -1,25 +1,167 @@
-"""Validation of the inputs of the theory and the simulator, and the input-layer kernel.
+"""One validation layer for the public API, and the input-layer kernel.
+
+Every public function and CLI command validates its arguments with the
+helpers below, so that bad input always gives a clear error naming the
+parameter (never a raw NumPy/SciPy traceback, never a silent NaN). One rule
+for types, applied everywhere:
+
+* real parameters accept Python ``int``/``float`` and NumPy real scalars (or
+  0-d real arrays); strings (also numeric ones such as ``"1"``), bytes,
+  ``bool``, complex numbers, ``None`` (unless allowed) and containers are
+  refused with :class:`ParameterTypeError` (a ``TypeError`` that is also a
+  ``ValueError``);
+* integer parameters (width, depth, workers, n_grid, ...) must be integral
+  (``int``, NumPy integer, or a float with an integral value such as ``8.0``);
+  ``8.5``, ``"8"``, ``[8]`` and ``True`` are refused;
+* arrays (X, K0) must be real numeric: complex, string and object arrays are
+  refused, not cast (NumPy would drop the imaginary part with only a warning).
+
+Helpers (all return the validated, converted value):
+
+``check_real(name, value, lo=None, hi=None, strict_lo=False, strict_hi=False, allow_none=False)``
+``check_scalar(name, value, lo=None, hi=None, strict_lo=False)``  (alias of check_real)
+``check_int(name, value, lo=None, hi=None, allow_none=False)``
+``check_bool(name, value)``, ``check_choice(name, value, choices)``
+``check_range(name, value, lo=0.0)``   exactly two finite increasing values > lo
+``as_finite_array(name, value, ndim=None)``
+``check_kernel(name, K0, positive_diagonal=True)``
+``check_memory(name, n_bytes, what, limit_gb=None)``   refuse before allocating
+``memory_limit_bytes()``
 
 ``input_kernel(net, X=None, K0=None)`` returns the layer-0 kernel (theory.md Eq. 1.5)
 
     K^0_ab = sigma_in2 * x_a . x_b / d + sigma_bin2
 
-for data X of shape (P, d), or validates a directly given K0 (P, P): finite,
-symmetric and positive semi-definite. Exactly one of X and K0 is required.
+for data X of shape (P, d), or validates a directly given K0 (P, P): real,
+finite, symmetric, positive semi-definite with a positive diagonal. Exactly
+one of X and K0 is required.
 """
 from __future__ import annotations
+
+import math
+import numbers
+import os
 
 import numpy as np
 
 PSD_TOL = 1e-10
+_DEFAULT_MEMORY_FRACTION = 0.25
 
 
+class ParameterTypeError(TypeError, ValueError):
+    """A parameter of the wrong type (also a ValueError, so ``except ValueError`` catches it)."""
+
+
+class MemoryLimitError(ValueError, MemoryError):
+    """A computation refused before allocating: its memory estimate exceeds the limit."""
+
+
+def _describe(value) -> str:
+    r = repr(value)
+    if len(r) > 60:
+        r = r[:57] + "..."
+    return f"{r} ({type(value).__name__})"
+
+
+# ------------------------------------------------------------------ scalars
+def _real_scalar(name, value):
+    """``value`` as a Python float, or ParameterTypeError naming ``name``."""
+    if isinstance(value, np.ndarray) and value.ndim == 0:
+        value = value[()]
+    if isinstance(value, (bool, np.bool_)) or not isinstance(value, (numbers.Real, np.integer, np.floating)):
+        raise ParameterTypeError(f"{name} must be a real number, got {_describe(value)}")
+    return float(value)
+
+
+def check_real(name, value, lo=None, hi=None, strict_lo=False, strict_hi=False, allow_none=False):
+    """A finite float in [lo, hi] (open ends with ``strict_lo`` / ``strict_hi``); None if allowed."""
+    if value is None and allow_none:
+        return None
+    v = _real_scalar(name, value)
+    if not math.isfinite(v):
+        raise ValueError(f"{name} must be finite, got {value!r}")
+    if lo is not None and (v < lo or (strict_lo and v <= lo)):
+        raise ValueError(f"{name} must be {'>' if strict_lo else '>='} {lo:g}, got {value!r}")
+    if hi is not None and (v > hi or (strict_hi and v >= hi)):
+        raise ValueError(f"{name} must be {'<' if strict_hi else '<='} {hi:g}, got {value!r}")
+    return v
+
+
+def check_scalar(name, value, lo=None, hi=None, strict_lo=False):
+    """A finite float in [lo, hi] (or (lo, hi] with strict_lo); see :func:`check_real`."""
+    return check_real(name, value, lo=lo, hi=hi, strict_lo=strict_lo)
+
+
+def check_int(name, value, lo=None, hi=None, allow_none=False):
+    """An integer in [lo, hi] (int, NumPy integer, or an integral float such as 8.0); None if allowed."""
+    if value is None and allow_none:
+        return None
+    if isinstance(value, np.ndarray) and value.ndim == 0:
+        value = value[()]
+    rng = (f" >= {lo}" if lo is not None else "") + (f" and <= {hi}" if hi is not None else "")
+    if isinstance(value, (bool, np.bool_)) or not isinstance(value, (numbers.Real, np.integer, np.floating)):
+        raise ParameterTypeError(f"{name} must be an integer{rng}, got {_describe(value)}")
+    if isinstance(value, (float, np.floating)):
+        if not (math.isfinite(value) and float(value).is_integer()):
+            raise ValueError(f"{name} must be an integer{rng}, got {value!r}")
+    v = int(value)
+    if (lo is not None and v < lo) or (hi is not None and v > hi):
+        raise ValueError(f"{name} must be an integer{rng}, got {value!r}")
+    return v
+
+
+def check_bool(name, value) -> bool:
+    """A bool (Python or NumPy)."""
+    if not isinstance(value, (bool, np.bool_)):
+        raise ParameterTypeError(f"{name} must be True or False, got {_describe(value)}")
+    return bool(value)
+
+
+def check_choice(name, value, choices):
+    """One of ``choices`` (strings compared exactly)."""
+    if not isinstance(value, str) or value not in choices:
+        raise ValueError(f"{name} must be one of {tuple(choices)}, got {value!r}")
+    return value
+
+
+def check_range(name, value, lo=0.0):
+    """Exactly two finite values (a, b) with lo < a < b; returns (a, b) as floats."""
+    if isinstance(value, (str, bytes)) or not hasattr(value, "__len__"):
+        raise ParameterTypeError(f"{name} must be a pair (low, high), got {_describe(value)}")
+    if len(value) != 2:
+        raise ValueError(f"{name} must be exactly two values (low, high), got {len(value)}: {value!r}")
+    a = check_real(f"{name}[0] (low)", value[0], lo=lo, strict_lo=True)
+    b = check_real(f"{name}[1] (high)", value[1])
+    if not b > a:
+        raise ValueError(f"{name} must be increasing (low < high), got {tuple(value)!r}")
+    return a, b
+
+
+# ------------------------------------------------------------------ arrays
 def as_finite_array(name: str, value, ndim: int | None = None) -> np.ndarray:
-    """Convert to a float64 array, with a clear error naming ``name`` on failure."""
+    """A finite real float64 array (complex, string and object arrays refused), with ``name`` in errors."""
+    if value is None:
+        raise ParameterTypeError(f"{name} must be a real numeric array, got None")
+    if isinstance(value, (str, bytes)):
+        raise ParameterTypeError(f"{name} must be a real numeric array, got {_describe(value)}")
     try:
-        arr = np.asarray(value, dtype=float)
-    except (TypeError, ValueError) as exc:
-        raise ValueError(f"{name} must be a numeric array: {exc}") from None
+        raw = np.asarray(value)
+    except (TypeError, ValueError) as exc:  # ragged nested lists
+        raise ValueError(f"{name} must be a rectangular numeric array: {exc}") from None
+    kind = raw.dtype.kind
+    if kind == "c":
+        raise ParameterTypeError(f"{name} must be real, got a complex array (dtype {raw.dtype}); "
+                                 "pass np.real(...) explicitly if the imaginary part is zero")
+    if kind == "O":
+        flat = raw.ravel()
+        if not all(isinstance(v, (numbers.Real, np.integer, np.floating)) and not isinstance(v, (bool, np.bool_))
+                   for v in flat):
+            bad = next(v for v in flat if not isinstance(v, (numbers.Real, np.integer, np.floating))
+                       or isinstance(v, (bool, np.bool_)))
+            raise ParameterTypeError(f"{name} must be a real numeric array, it contains {_describe(bad)}")
+    elif kind not in "biuf":
+        raise ParameterTypeError(f"{name} must be a real numeric array, got dtype {raw.dtype}")
+    arr = np.asarray(raw, dtype=float)
     if ndim is not None and arr.ndim != ndim:
         raise ValueError(f"{name} must be a {ndim}-D array, got shape {arr.shape}")
     if arr.size == 0:
@@ -29,53 +171,106 @@ def as_finite_array(name: str, value, ndim: int | None = None) -> np.ndarray:
     return arr
 
 
-def check_kernel(K0, name: str = "K0") -> np.ndarray:
-    """Validate a (P, P) kernel: finite, symmetric, PSD (up to 1e-10 relative)."""
+def check_kernel(name, K0=None, positive_diagonal: bool = True) -> np.ndarray:
+    """Validate a (P, P) kernel: real, finite, symmetric, PSD (1e-10 relative), positive diagonal.
+
+    ``check_kernel("K0", K0)``; the older order ``check_kernel(K0, "K0")`` is accepted too.
+    Refuses complex input (not cast), NaN/inf, a non-square or asymmetric matrix, a negative
+    eigenvalue and (with ``positive_diagonal``) a zero diagonal entry, for which the
+    correlations c_ab = K_ab / sqrt(K_aa K_bb) are undefined.
+    """
+    if not isinstance(name, str):  # legacy order check_kernel(K0, name)
+        name, K0 = (K0 if isinstance(K0, str) else "K0"), name
     K0 = as_finite_array(name, K0, ndim=2)
     P = K0.shape[0]
     if K0.shape != (P, P):
         raise ValueError(f"{name} must be square (P, P), got shape {K0.shape}")
-    scale = max(float(np.max(np.abs(K0))), 1e-300)
+    scale = float(np.max(np.abs(K0)))
+    if scale > 1e300:
+        raise ValueError(f"{name} has entries of magnitude {scale:.3g}: too large for float64 arithmetic")
+    scale = max(scale, 1e-300)
     if not np.allclose(K0, K0.T, rtol=0.0, atol=1e-12 * scale):
         raise ValueError(f"{name} must be symmetric")
+    if positive_diagonal:
+        d = np.diag(K0)
+        if np.any(d <= 0.0):
+            i = int(np.argmin(d))
+            raise ValueError(f"{name} must have a positive diagonal (every input a positive norm), "
+                             f"got {name}[{i}, {i}] = {d[i]!r}")
     lam_min = float(np.linalg.eigvalsh(K0).min())
     if lam_min < -PSD_TOL * scale:
         raise ValueError(f"{name} must be positive semi-definite (smallest eigenvalue {lam_min:.3g})")
     return 0.5 * (K0 + K0.T)
 
 
+# ------------------------------------------------------------------ memory
+def memory_limit_bytes() -> float:
+    """Memory limit of :func:`check_memory`: RESSCALE_MAX_MEMORY_GB, else 25% of physical memory."""
+    env = os.environ.get("RESSCALE_MAX_MEMORY_GB")
+    if env:
+        try:
+            gb = float(env)
+        except ValueError:
+            raise ValueError(f"RESSCALE_MAX_MEMORY_GB must be a number of GB, got {env!r}") from None
+        if not gb > 0 or not math.isfinite(gb):
+            raise ValueError(f"RESSCALE_MAX_MEMORY_GB must be a finite number > 0, got {env!r}")
+        return gb * 1e9
+    try:
+        total = os.sysconf("SC_PAGE_SIZE") * os.sysconf("SC_PHYS_PAGES")
+    except (ValueError, OSError, AttributeError):  # pragma: no cover - non-POSIX
+        total = 16e9
+    return _DEFAULT_MEMORY_FRACTION * float(total)
+
+
+def check_memory(name: str, n_bytes, what: str, limit_gb=None) -> float:
+    """Refuse (MemoryLimitError, a ValueError) a computation whose estimate exceeds the limit.
+
+    ``name`` is the parameter to change (e.g. "P (number of inputs)"), ``n_bytes`` the
+    estimate, ``what`` a description ("response_function: the (P, P, P, P) tangent").
+    The limit is ``limit_gb`` or :func:`memory_limit_bytes`. Returns the estimate in GB.
+    """
+    n_bytes = float(n_bytes)
+    limit = memory_limit_bytes() if limit_gb is None else float(limit_gb) * 1e9
+    if not n_bytes <= limit:
+        raise MemoryLimitError(
+            f"{what} would need about {n_bytes / 1e9:.3g} GB, above the limit of {limit / 1e9:.3g} GB "
+            f"(default 25% of physical memory; set RESSCALE_MAX_MEMORY_GB to change it); reduce {name}")
+    return n_bytes / 1e9
+
+
+# ------------------------------------------------------------------ kernels
 def input_kernel(net, X=None, K0=None) -> np.ndarray:
     """Layer-0 kernel from data X (P, d) through the random input layer, or a validated K0."""
     if (X is None) == (K0 is None):
         raise ValueError("exactly one of X (data, shape (P, d)) and K0 (kernel, shape (P, P)) is required")
     if K0 is not None:
-        return check_kernel(K0, "K0")
+        return check_kernel("K0", K0)
     X = as_finite_array("X", X)
     if X.ndim == 1:
         raise ValueError(f"X must be 2-D (P, d), got shape {X.shape}; use X[None, :] for one input")
     if X.ndim != 2:
         raise ValueError(f"X must be 2-D (P, d), got shape {X.shape}")
     d = X.shape[1]
-    return net.sigma_in2 * (X @ X.T) / d + net.sigma_bin2
+    with np.errstate(over="ignore", invalid="ignore"):
+        sq = np.einsum("ij,ij->i", X, X)
+        K = net.sigma_in2 * (X @ X.T) / d + net.sigma_bin2
+    if not np.all(np.isfinite(sq)) or not np.all(np.isfinite(K)) or float(np.max(np.abs(K))) > 1e300:
+        i = int(np.argmax(~np.isfinite(sq))) if not np.all(np.isfinite(sq)) else int(np.argmax(sq))
+        raise ValueError(f"X is too large: the squared norm of row {i} (or the input kernel) overflows "
+                         "float64; rescale X")
+    diag = np.diag(K)
+    if np.any(diag <= 0.0):
+        i = int(np.argmin(diag))
+        raise ValueError(f"X row {i} gives a zero input-layer variance (K0[{i}, {i}] = {diag[i]!r}: "
+                         "a zero row with sigma_bin2 = 0, or sigma_in2 = sigma_bin2 = 0); "
+                         "correlations are undefined")
+    return 0.5 * (K + K.T)
 
 
 def two_input_kernel(c0, q0=1.0) -> np.ndarray:
     """K0 for two inputs of equal norm q0 and correlation c0 (validated)."""
-    c0 = check_scalar("c0", c0, lo=-1.0, hi=1.0)
-    q0 = check_scalar("q0", q0, lo=0.0, strict_lo=True)
+    c0 = check_real("c0", c0, lo=-1.0, hi=1.0)
+    q0 = check_real("q0", q0, lo=0.0, strict_lo=True)
+    if q0 > 1e300:
+        raise ValueError(f"q0 must be <= 1e300, got {q0!r}")
     return q0 * np.array([[1.0, c0], [c0, 1.0]])
-
-
-def check_scalar(name, value, lo=None, hi=None, strict_lo=False):
-    """A finite float in [lo, hi] (or (lo, hi] with strict_lo)."""
-    try:
-        v = float(value)
-    except (TypeError, ValueError):
-        raise ValueError(f"{name} must be a real number, got {value!r}") from None
-    if not np.isfinite(v):
-        raise ValueError(f"{name} must be finite, got {value!r}")
-    if lo is not None and (v < lo or (strict_lo and v <= lo)):
-        raise ValueError(f"{name} must be {'>' if strict_lo else '>='} {lo}, got {value!r}")
-    if hi is not None and v > hi:
-        raise ValueError(f"{name} must be <= {hi}, got {value!r}")
-    return v

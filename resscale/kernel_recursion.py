@@ -29,6 +29,7 @@ import numpy as np
 
 from .inputs import input_kernel
 
+_LOG_FLOAT_MAX = float(np.log(np.finfo(float).max)) - 0.05   # ~709.73: exp() of more overflows
 _RENORM = 1e50  # renormalise the homogeneous recursion once the diagonal leaves [1/_RENORM, _RENORM]
 _THREAD_MIN = 32_768  # packed kernels larger than this are split across threads (NumPy ufuncs release the GIL)
 
@@ -148,10 +149,14 @@ class KernelTrajectory:
     def true_kernels(self) -> np.ndarray:
         """exp(log_scale) K~; raises OverflowError when float64 cannot hold K."""
         ls = np.asarray(self.log_scale)
-        if np.any(ls > 700.0):
+        kmax = np.max(np.abs(self.kernels), axis=(-2, -1)) if self.kernels.size else np.zeros(ls.shape)
+        with np.errstate(divide="ignore"):
+            log_max = ls + np.log(kmax)   # log of the largest |K^l_ab|
+        if np.any(ls > 700.0) or np.any(log_max > _LOG_FLOAT_MAX):
             raise OverflowError(
-                f"the mean-field kernel exceeds the float64 range (log-scale {ls.max():.1f}); "
-                "use resscale.kernel_recursion(...) and its normalised kernels with log_scale")
+                f"the mean-field kernel exceeds the float64 range (log of its largest entry "
+                f"{float(np.max(log_max)):.1f} > {_LOG_FLOAT_MAX:.1f}); use resscale.kernel_recursion(...) and "
+                "its normalised kernels with log_scale")
         return np.exp(ls)[..., None, None] * self.kernels
 
 
@@ -184,16 +189,34 @@ def kernel_step(net, K, m, log_scale=0.0, layout=MATRIX):
     return K, m, log_scale
 
 
+def _raise_non_finite(net, layer, k):
+    """The recursion left float64 at ``layer``: say so (issue 12), never return inf/NaN."""
+    what = (f"activation {net.phi.name!r}, block {net.block!r}, alpha = {net.alpha:g}, "
+            f"sigma_w2 = {net.sigma_w2:g}, sigma_b2 = {net.sigma_b2:g}")
+    if np.any(np.isnan(k)) and not np.any(np.isinf(k)):
+        raise ValueError(f"the mean-field kernel became NaN at layer {layer} of depth {net.depth} ({what}); "
+                         "the kernel map is not defined there (the previous layer was finite)")
+    raise OverflowError(f"the mean-field kernel exceeds float64 at layer {layer} of depth {net.depth} ({what}); "
+                        "a non-homogeneous activation's kernel cannot be rescaled: use a smaller alpha^2 L")
+
+
 def kernel_recursion(net, X=None, K0=None, all_layers=False) -> KernelTrajectory:
-    """Run the mean-field recursion through ``net.depth`` layers (Eq. 3.1-3.5)."""
+    """Run the mean-field recursion through ``net.depth`` layers (Eq. 3.1-3.5).
+
+    Raises OverflowError (ValueError for NaN) naming the layer, depth, alpha and
+    activation if the kernel leaves float64 (only possible for non-homogeneous,
+    unbounded phi such as gelu; relu/linear run in log space)."""
     K = input_kernel(net, X=X, K0=K0)
     layout = PackedLayout(K.shape[0])
     k = layout.pack(K)
     m = np.zeros(K.shape[0])
     s = 0.0
     ks, ms, ss = [k], [m], [s]
-    for _ in range(net.depth):
-        k, m, s = kernel_step(net, k, m, s, layout)
+    for layer in range(1, net.depth + 1):
+        with np.errstate(over="ignore", invalid="ignore"):
+            k, m, s = kernel_step(net, k, m, s, layout)
+        if not (np.all(np.isfinite(k)) and np.all(np.isfinite(m))):
+            _raise_non_finite(net, layer, k)
         if all_layers:
             ks.append(k)
             ms.append(m)
@@ -228,4 +251,10 @@ def mean_field_kernel(net, X=None, K0=None, all_layers=False) -> np.ndarray:
 def mean_field_mean(net, X=None, K0=None, all_layers=False) -> np.ndarray:
     """Mean m^L_a of the residual stream (Eq. 3.3; zero except reduced block, non-odd phi)."""
     tr = kernel_recursion(net, X=X, K0=K0, all_layers=all_layers)
-    return np.exp(np.asarray(tr.log_scale) / 2.0)[..., None] * tr.means
+    with np.errstate(over="ignore", invalid="ignore"):
+        out = np.exp(np.asarray(tr.log_scale) / 2.0)[..., None] * tr.means
+    if not np.all(np.isfinite(out)):
+        raise OverflowError(f"the residual-stream mean exceeds float64 at depth {net.depth} "
+                            f"(activation {net.phi.name!r}, alpha = {net.alpha:g}); use kernel_recursion(...) "
+                            "and its normalised means with log_scale")
+    return out

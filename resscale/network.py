@@ -17,38 +17,25 @@ Network family (SPEC, theory.md Eq. 1.1-1.4)::
 from __future__ import annotations
 
 import math
-import numbers
 from dataclasses import dataclass, field, replace
 from typing import Callable, Union
 
 import numpy as np
 
 from .activations import Activation, get_activation
+from .inputs import check_choice, check_int, check_real
 
 BLOCKS = ("full", "reduced", "feedforward")
 
 
 def _check_real(name: str, value, *, min_value=None, strict=False, integer=False):
-    """Validate a scalar hyperparameter and return it as float/int.
+    """Validate a scalar hyperparameter and return it as float/int (see :mod:`resscale.inputs`).
 
-    Raises ValueError naming ``name`` for NaN/inf, wrong type or out of range.
+    Raises ValueError (ParameterTypeError for a wrong type, e.g. a string) naming ``name``.
     """
-    if isinstance(value, bool) or not isinstance(value, (numbers.Real, np.floating, np.integer)):
-        raise ValueError(f"{name} must be a real number, got {value!r}")
-    if not math.isfinite(float(value)):
-        raise ValueError(f"{name} must be finite, got {value!r}")
     if integer:
-        if float(value) != int(value):
-            raise ValueError(f"{name} must be an integer, got {value!r}")
-        value = int(value)
-    else:
-        value = float(value)
-    if min_value is not None:
-        if strict and not value > min_value:
-            raise ValueError(f"{name} must be > {min_value}, got {value!r}")
-        if not strict and not value >= min_value:
-            raise ValueError(f"{name} must be >= {min_value}, got {value!r}")
-    return value
+        return check_int(name, value, lo=None if min_value is None else int(math.ceil(min_value)))
+    return check_real(name, value, lo=min_value, strict_lo=strict)
 
 
 @dataclass(frozen=True)
@@ -89,8 +76,7 @@ class ResNet:
         set_("alpha", _check_real("alpha", self.alpha, min_value=0.0))
         for name in ("sigma_w2", "sigma_b2", "sigma_in2", "sigma_bin2"):
             set_(name, _check_real(name, getattr(self, name), min_value=0.0))
-        if not isinstance(self.block, str) or self.block not in BLOCKS:
-            raise ValueError(f"block must be one of {BLOCKS}, got {self.block!r}")
+        check_choice("block", self.block, BLOCKS)
         set_("phi", get_activation(self.activation))
 
     def replace(self, **changes) -> "ResNet":

@@ -34,7 +34,7 @@ from typing import Optional
 import numpy as np
 from scipy.integrate import solve_ivp
 
-from .inputs import check_scalar
+from .inputs import ParameterTypeError, check_bool, check_int, check_range, check_real, check_scalar
 from .finite_width.core import _check_width
 from .finite_width.sensitivity import sensitivity_correction
 from .sensitivity import log_sensitivity, sensitivity
@@ -94,48 +94,107 @@ def _continuum_rates(net, q, k, sb2):
     return phi.diag(zq)[0], G, sw2 * A
 
 
+_LOGQ_MAX = 600.0  # stop the flow where q reaches e^600 (float64 overflows near e^709)
+
+
+def _flow_rates(net, logq, c):
+    """(dq/dtau / q, dk/dtau / q, sigma_w2 A, q) at (log q, c), or None if not finite."""
+    if net.phi.homogeneous:  # 1-homogeneous map: work at q = 1 with the bias scaled by 1/q
+        q, sb2 = 1.0, net.sigma_b2 * math.exp(-min(max(logq, -700.0), 700.0))
+    else:
+        if not logq < 709.0:
+            return None
+        q, sb2 = math.exp(logq), net.sigma_b2
+        if q <= 0.0:
+            return None
+    c = min(1.0, max(-1.0, c))
+    with np.errstate(all="ignore"):
+        try:
+            dq, dk, sA = (float(v) for v in _continuum_rates(net, np.float64(q), np.float64(c * q), sb2))
+        except (OverflowError, ZeroDivisionError, FloatingPointError, ValueError):
+            return None
+    out = (dq / q, dk / q, sA)
+    if not all(math.isfinite(v) for v in out):
+        return None
+    return out
+
+
 def analytic_alpha(net, c0, q0=1.0):
     """Leading-order alpha* = sqrt(T*/L) from the continuum limit (Eq. 6.1-6.4).
 
     Returns (alpha_analytic, T_star, note); alpha_analytic is nan (with the
     reason in ``note``) when the continuum S(T) has no interior maximum or the
-    limit does not apply.
+    limit does not apply. Never raises for a valid network and valid c0, q0:
+    the flow is integrated in (log q, c, log S) and stopped (terminal events)
+    before q overflows float64 or where the Gaussian integrals stop being
+    finite (e.g. gelu, whose q grows like exp(T/2)); the note then says where.
+
+    Raises ValueError naming ``c0`` (not in [-1, 1]) or ``q0`` (not finite > 0).
     """
+    from .network import ResNet
+
+    if not isinstance(net, ResNet):
+        raise ParameterTypeError(f"net must be a resscale.ResNet, got {type(net).__name__}")
+    c0 = check_real("c0", c0, lo=-1.0, hi=1.0)
+    q0 = check_real("q0", q0, lo=0.0, strict_lo=True)
     if net.block == "feedforward":
         return math.nan, math.nan, "feedforward block has no residual scaling"
     if net.block == "reduced" and not net.phi.odd:
         return math.nan, math.nan, ("continuum limit needs a zero-mean residual branch; the reduced "
                                     f"block with non-odd {net.phi.name} has a mean drift O(alpha l)")
-
-    def rates(y):
-        logq, c = y[0], y[1]
-        if net.phi.homogeneous:  # 1-homogeneous map: work at q = 1 with the bias scaled by 1/q
-            q, sb2 = 1.0, net.sigma_b2 * math.exp(-min(logq, 700.0))
-        else:
-            q, sb2 = math.exp(logq), net.sigma_b2
-        dq, dk, sA = (float(v) for v in _continuum_rates(net, np.float64(q), np.float64(c * q), sb2))
-        return dq, dk, sA, q, c
+    if _flow_rates(net, math.log(q0), c0) is None:
+        return math.nan, math.nan, (f"the continuum flow is not finite at the input (q0 = {q0:g}): "
+                                    "the Gaussian integrals of the activation overflow there")
 
     # integrate in u = log(1 + tau) so that T up to 1e7 takes few steps (the flow slows down)
     def rhs(u, y):
-        dq, dk, sA, q, c = rates(y)
+        r = _flow_rates(net, y[0], y[1])
+        if r is None:  # only reached past the terminal 'finite' event; freeze the flow
+            return [0.0, 0.0, 0.0]
+        dq_q, dk_q, sA = r
+        c = min(1.0, max(-1.0, y[1]))
         j = math.exp(u)  # dtau/du
-        return [j * dq / q, j * (dk - c * dq) / q, j * (sA - dq / q)]
+        return [j * dq_q, j * (dk_q - c * dq_q), j * (sA - dq_q)]
 
     def slope(_, y):  # d log S / dT (Eq. 6.3)
-        dq, _, sA, q, _ = rates(y)
-        return sA - dq / q
+        r = _flow_rates(net, y[0], y[1])
+        return 0.0 if r is None else r[2] - r[0]
 
     slope.direction = -1  # local maxima of log S(T)
-    sol = solve_ivp(rhs, (0.0, math.log1p(_TAU_MAX)), [math.log(q0), c0, 0.0], events=slope,
-                    rtol=1e-10, atol=1e-12, method="RK45")
+
+    def q_limit(_, y):  # stop before q overflows float64 (homogeneous maps work at q = 1)
+        return 1.0 if net.phi.homogeneous else _LOGQ_MAX - y[0]
+
+    q_limit.terminal = True
+
+    def finite(_, y):  # stop where the rates stop being finite
+        return 1.0 if _flow_rates(net, y[0], y[1]) is not None else -1.0
+
+    finite.terminal = True
+    with warnings.catch_warnings(), np.errstate(all="ignore"):
+        warnings.simplefilter("ignore", RuntimeWarning)
+        try:
+            sol = solve_ivp(rhs, (0.0, math.log1p(_TAU_MAX)), [math.log(q0), c0, 0.0],
+                            events=[slope, q_limit, finite], rtol=1e-10, atol=1e-12, method="RK45")
+        except (OverflowError, ZeroDivisionError, FloatingPointError, ValueError) as exc:  # pragma: no cover
+            return math.nan, math.nan, f"the continuum flow could not be integrated ({type(exc).__name__}: {exc})"
+    stop = ""
+    if sol.t_events[1].size or sol.t_events[2].size or sol.status < 0:
+        T_end = float(np.expm1(sol.t[-1]))
+        why = ("q reached e^600 (float64 limit)" if sol.t_events[1].size else
+               "the Gaussian integrals stopped being finite" if sol.t_events[2].size else
+               f"the integrator stopped ({sol.message})")
+        stop = f"; the flow was followed up to T = {T_end:.4g} only ({why})"
     T_ev, y_ev = sol.t_events[0], sol.y_events[0]
+    if T_ev.size:
+        keep = np.isfinite(y_ev[:, 2])
+        T_ev, y_ev = T_ev[keep], y_ev[keep]
     if T_ev.size == 0 or float(np.max(y_ev[:, 2])) <= 1e-12:
-        return math.nan, math.nan, (f"the continuum S(T) has no maximum above S(0) = 1 for 0 < T = "
-                                    f"alpha^2 L < {_TAU_MAX:g}: no interior maximum at leading order in 1/L")
+        return math.nan, math.nan, (f"no interior maximum: the continuum S(T) has no maximum above S(0) = 1 "
+                                    f"for 0 < T = alpha^2 L < {_TAU_MAX:g} at leading order in 1/L" + stop)
     T = float(np.expm1(T_ev[int(np.argmax(y_ev[:, 2]))]))
     return math.sqrt(T / net.depth), T, ("leading order in 1/L (continuum limit T = alpha^2 L fixed); "
-                                        "relative error O(1/L), see docs/theory.md Sec. 6.2")
+                                        "relative error O(1/L), see docs/theory.md Sec. 6.2" + stop)
 
 
 def _refine_argmax(logS, lo, hi, xatol, n=41):
@@ -218,26 +277,32 @@ def optimal_alpha(net, c0, q0=1.0, width=None, alpha_range=(1e-4, 1e2), n_grid=2
     -------
     OptimalAlphaResult with ``.alpha``, ``.sensitivity``, ``.alpha_analytic`` ...
     """
+    from .network import ResNet
+
+    if not isinstance(net, ResNet):
+        raise ParameterTypeError(f"net must be a resscale.ResNet, got {type(net).__name__}")
     if net.block == "feedforward":
         raise ValueError("block='feedforward' has no residual scaling alpha to optimise")
-    c0 = check_scalar("c0", c0, lo=-1.0, hi=1.0)
-    q0 = check_scalar("q0", q0, lo=0.0, strict_lo=True)
-    lo = check_scalar("alpha_range[0]", alpha_range[0], lo=0.0, strict_lo=True)
-    hi = check_scalar("alpha_range[1]", alpha_range[1], lo=lo, strict_lo=True)
-    if int(n_grid) < 3:
-        raise ValueError(f"n_grid must be >= 3, got {n_grid!r}")
+    c0 = check_real("c0", c0, lo=-1.0, hi=1.0)
+    q0 = check_real("q0", q0, lo=0.0, strict_lo=True)
+    lo, hi = check_range("alpha_range", alpha_range, lo=0.0)
+    n_grid = check_int("n_grid", n_grid, lo=3, hi=100_000)
+    xatol = check_real("xatol", xatol, lo=0.0, strict_lo=True)
+    analytic = check_bool("analytic", analytic)
+    width = check_int("width", width, lo=1, allow_none=True)
     if width is not None:
-        return _optimal_alpha_finite_width(net, c0, q0, width, alpha_range, n_grid, xatol)
+        return _optimal_alpha_finite_width(net, c0, q0, width, (lo, hi), n_grid, xatol)
 
     def logS(a):
         return log_sensitivity(net, c0, q0, a, strict=False)
 
-    grid = np.logspace(math.log10(lo), math.log10(hi), int(n_grid))
+    grid = np.logspace(math.log10(lo), math.log10(hi), n_grid)
     lS = logS(grid)
     ok = np.isfinite(lS)
     overflow_note = ""
     if not ok[0]:
-        raise FloatingPointError(f"sensitivity is not finite at alpha = {grid[0]:g}")
+        raise OverflowError(f"the sensitivity is not finite (the kernel overflows float64) already at the "
+                            f"smallest alpha = {grid[0]:g} of alpha_range; lower alpha_range[0] or depth")
     if not np.all(ok):  # kernel overflow at large alpha (gelu): scan only where S is defined
         first_bad = int(np.argmin(ok))
         overflow_note = (f" (the kernel overflows float64 for alpha >= {grid[first_bad]:.3g}; "

@@ -10,7 +10,11 @@ report sweeps:
 * ``workers=1`` runs in this process; ``workers=None`` (default) or ``>1``
   uses a local :class:`concurrent.futures.ProcessPoolExecutor` ("spawn"
   start method; each worker's BLAS is limited to ``cpu_count // workers``
-  threads so processes do not oversubscribe the cores);
+  threads so processes do not oversubscribe the cores). Workers end with
+  the parent, whatever ends it: SIGTERM/SIGHUP of the parent terminate the
+  pool (and raise :class:`WorkersTerminated`, exit code 128 + signal), and on
+  SIGKILL each worker is ended by the kernel (Linux PR_SET_PDEATHSIG) or by
+  its own parent-pid poll within about 0.5 s;
 * ``scheduler="tcp://host:port"`` (or a ``dask.distributed.Client``) sends the
   tasks to a Dask cluster instead (``pip install "dask[distributed]"``);
   results come back to this process, which stores them, so workers need no
@@ -29,8 +33,53 @@ from contextlib import nullcontext
 from multiprocessing import get_context
 from typing import Callable, Optional, Sequence
 
+from .inputs import check_bool, check_int, check_real
 
-def _limit_blas(threads: int) -> None:  # process-pool initializer
+
+class WorkersTerminated(SystemExit):
+    """Raised in the parent by SIGTERM/SIGHUP while worker processes run (exit code 128 + signal)."""
+
+
+_PR_SET_PDEATHSIG = 1
+
+
+def _die_with_parent(parent_pid: int) -> None:
+    """Make this worker end when ``parent_pid`` ends, by any signal (also SIGKILL).
+
+    On Linux the kernel sends SIGTERM to the worker when its parent dies
+    (prctl PR_SET_PDEATHSIG); everywhere a daemon thread also polls the parent
+    pid every 0.5 s and exits the process once the parent is gone.
+    """
+    import threading
+    import time
+
+    if sys.platform.startswith("linux"):
+        try:
+            import ctypes
+            import signal
+
+            libc = ctypes.CDLL(None, use_errno=True)
+            libc.prctl(_PR_SET_PDEATHSIG, int(signal.SIGTERM), 0, 0, 0)
+        except Exception:  # pragma: no cover - no libc/prctl: the poll below still works
+            pass
+    if os.getppid() != parent_pid:  # the parent died before prctl took effect
+        os._exit(1)
+
+    def watch():
+        while True:
+            time.sleep(0.5)
+            if os.getppid() != parent_pid:
+                os._exit(1)
+
+    threading.Thread(target=watch, name="resscale-parent-watch", daemon=True).start()
+
+
+def _init_worker(threads: int, parent_pid: int) -> None:  # process-pool initializer
+    _die_with_parent(parent_pid)
+    _limit_blas(threads)
+
+
+def _limit_blas(threads: int) -> None:
     try:
         from threadpoolctl import threadpool_limits
 
@@ -88,11 +137,9 @@ def run_tasks(fn: Callable, tasks: Sequence, *, keys: Optional[Sequence[str]] = 
             raise ValueError("keys must be unique, one per task")
     if store is not None and keys is None:
         raise ValueError("a store needs keys")
-    if workers is not None:
-        if isinstance(workers, bool) or int(workers) != workers or workers < 1:
-            raise ValueError(f"workers must be an integer >= 1 or None, got {workers!r}")
-        workers = int(workers)
-    weights = [1.0] * n if weights is None else [float(w) for w in weights]
+    workers = check_int("workers", workers, lo=1, allow_none=True)
+    progress = check_bool("progress", progress)
+    weights = [1.0] * n if weights is None else [check_real("weights[i]", w, lo=0.0) for w in weights]
     if len(weights) != n:
         raise ValueError("weights must have one entry per task")
 
@@ -134,10 +181,64 @@ def run_tasks(fn: Callable, tasks: Sequence, *, keys: Optional[Sequence[str]] = 
     return results
 
 
+def _kill_workers(ex) -> None:
+    """Terminate the pool's worker processes now (shutdown alone waits for running tasks)."""
+    procs = list((getattr(ex, "_processes", None) or {}).values())
+    for p in procs:
+        try:
+            p.terminate()
+        except Exception:  # pragma: no cover - already gone
+            pass
+    for p in procs:
+        try:
+            p.join(2.0)
+            if p.is_alive():  # pragma: no cover - ignores SIGTERM
+                p.kill()
+        except Exception:  # pragma: no cover
+            pass
+
+
+def _install_term_handlers():
+    """In the main thread: SIGTERM/SIGHUP raise WorkersTerminated, so the pool is shut down."""
+    import signal
+    import threading
+
+    if threading.current_thread() is not threading.main_thread():
+        return {}
+
+    def handler(signum, _frame):
+        raise WorkersTerminated(128 + signum)
+
+    old = {}
+    for name in ("SIGTERM", "SIGHUP"):
+        sig = getattr(signal, name, None)
+        if sig is None:
+            continue
+        try:
+            prev = signal.getsignal(sig)
+            if prev in (signal.SIG_DFL, None):  # leave handlers installed by the application alone
+                old[sig] = prev
+                signal.signal(sig, handler)
+        except (ValueError, OSError):  # pragma: no cover
+            pass
+    return old
+
+
+def _restore_handlers(old) -> None:
+    import signal
+
+    for sig, prev in old.items():
+        try:
+            signal.signal(sig, prev)
+        except (ValueError, OSError):  # pragma: no cover
+            pass
+
+
 def _run_processes(fn, tasks, pending, nw, finish):
     threads = max(1, default_workers() // nw)
+    old_handlers = _install_term_handlers()
     ex = ProcessPoolExecutor(max_workers=nw, mp_context=get_context("spawn"),
-                             initializer=_limit_blas, initargs=(threads,))
+                             initializer=_init_worker, initargs=(threads, os.getpid()))
     futs = {}
     try:
         queue = list(pending)
@@ -153,8 +254,11 @@ def _run_processes(fn, tasks, pending, nw, finish):
     except BaseException:
         for f in futs:
             f.cancel()
+        _kill_workers(ex)
         ex.shutdown(wait=False, cancel_futures=True)
         raise
+    finally:
+        _restore_handlers(old_handlers)
     ex.shutdown(wait=True)
 
 

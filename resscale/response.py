@@ -26,7 +26,7 @@ from __future__ import annotations
 
 import numpy as np
 
-from .inputs import input_kernel
+from .inputs import ParameterTypeError, check_bool, check_memory, input_kernel
 from .kernel_recursion import kernel_step, pair_matrix
 
 
@@ -79,9 +79,21 @@ def response_function(net, X=None, K0=None, return_log_scale=False):
 
     With ``return_log_scale=True`` returns (chi_normalised, log_scale) with
     chi = exp(log_scale) * chi_normalised, for depths where chi overflows float64.
+
+    Memory grows like P^4 (48 P^4 bytes): the call is refused up front with
+    :class:`resscale.inputs.MemoryLimitError` (a ValueError giving the estimate in GB)
+    above 25% of physical memory or RESSCALE_MAX_MEMORY_GB.
     """
+    from .network import ResNet
+
+    if not isinstance(net, ResNet):
+        raise ParameterTypeError(f"net must be a resscale.ResNet, got {type(net).__name__}")
+    return_log_scale = check_bool("return_log_scale", return_log_scale)
     K = input_kernel(net, X=X, K0=K0)
     P = K.shape[0]
+    # the tangent (P, P, P, P) float64 and about 5 temporaries of its size per layer
+    check_memory("P (the number of inputs)", 6 * 8.0 * P ** 4,
+                 f"response_function with P = {P} inputs (a (P, P, P, P) tangent and its temporaries)")
     eye = np.eye(P)
     JK = 0.5 * (np.einsum("ac,bd->abcd", eye, eye) + np.einsum("ad,bc->abcd", eye, eye))
     Jm = np.zeros((P, P, P))

@@ -41,8 +41,29 @@ def two_input_trajectory(net, c0, q0, alphas):
     """Run the equal-norm two-input recursion for every alpha in ``alphas`` at once.
 
     Returns a dict of arrays over alphas: ``log_q`` (log q^L), ``c`` (c^L),
-    ``log_dk`` (sum over layers of log dk^l/dk^{l-1}).
+    ``log_dk`` (sum over layers of log dk^l/dk^{l-1}), ``overflow`` (bool mask).
+
+    erf with the full or reduced block takes a fused closed-form path
+    (:func:`_erf_trajectory`, Sec. 5.1 of docs/theory.md): the same formulas in a few
+    in-place array passes per layer, the log of the product of the one-step factors
+    taken once per block of layers; :func:`_reference_trajectory` is the plain path
+    (kept as the reference; they agree to ~1e-13 relative, tests/test_meanfield_speed.py).
     """
+    if type(net.phi).__name__ == "_Erf" and net.block in ("full", "reduced"):
+        return _erf_trajectory(net, c0, q0, alphas)
+    return _reference_trajectory(net, c0, q0, alphas)
+
+
+def _finish(q, k, s, log_dk):
+    log_q = np.log(np.maximum(q, _TINY)) + s
+    c = np.clip(k / np.maximum(q, _TINY), -1.0, 1.0)
+    bad = ~(np.isfinite(q) & np.isfinite(k) & np.isfinite(log_dk))
+    log_q[bad] = np.nan
+    return {"log_q": log_q, "c": c, "log_dk": log_dk, "overflow": bad}
+
+
+def _reference_trajectory(net, c0, q0, alphas):
+    """The generic two-input recursion (any activation, any block), one layer at a time."""
     phi, sw2, sb2_raw, L = net.phi, net.sigma_w2, net.sigma_b2, net.depth
     a = alphas
     a2 = a * a
@@ -55,11 +76,182 @@ def two_input_trajectory(net, c0, q0, alphas):
     with np.errstate(over="ignore", invalid="ignore"):
         for _ in range(L):
             q, k, m, s, log_dk = _two_input_step(phi, block, homog, sw2, sb2_raw, a, a2, q, k, m, s, log_dk)
-    log_q = np.log(np.maximum(q, _TINY)) + s
-    c = np.clip(k / np.maximum(q, _TINY), -1.0, 1.0)
-    bad = ~(np.isfinite(q) & np.isfinite(k) & np.isfinite(log_dk))
-    log_q[bad] = np.nan
-    return {"log_q": log_q, "c": c, "log_dk": log_dk, "overflow": bad}
+    return _finish(q, k, s, log_dk)
+
+
+def _erf_trajectory(net, c0, q0, alphas):
+    """Fused two-input recursion for phi = erf, full or reduced block (Eq. 5.2 with Eq. 2.4).
+
+    With z = q (full) or z = sigma_w2 q + sigma_b2 (reduced), zk likewise, d = 1 + 2 z,
+    x = 2 zk / d:  G = (2/pi) asin x, g = (2/pi) asin(2 z / d),
+    A = (4/pi) / (d sqrt(1 - x^2)); the factors 1 + alpha^2 sw2 A lie in
+    [1, 1 + (4/pi) alpha^2 sw2], so their product over ``blk`` layers stays finite
+    and one log per block replaces one log1p per layer.
+    """
+    sw2, sb2, L = float(net.sigma_w2), float(net.sigma_b2), net.depth
+    full = net.block == "full"
+    a = np.asarray(alphas, dtype=float)
+    nb = _numba_kernel((L, a.size))
+    if a.size <= 2 and nb is None:
+        return _erf_trajectory_scalar(full, sw2, sb2, L, float(c0), float(q0), a)
+    a2 = a * a
+    c1 = a2 * (sw2 * 4.0 / np.pi)                        # alpha^2 sw2 (4/pi)
+    cg = c1 / 2.0 if full else a2 * (2.0 / np.pi)       # q += cg * asin(.) + cb
+    cb = a2 * sb2 if full else np.zeros_like(a)
+    c1h = 0.5 * c1
+    fmax = float(np.max(np.log1p(c1))) if a.size else 0.0
+    blk = int(max(1, min(64, 600.0 // max(fmax, 1e-300))))
+    if nb is not None:
+        q, k, log_dk = nb(full, sw2, sb2, int(L), float(c0), float(q0), a)
+        return _finish(q, k, np.zeros(a.shape), log_dk)
+    n = a.size
+    Y = np.empty((2, n))                                 # rows: q, k
+    Y[0] = float(q0)
+    Y[1] = float(q0) * float(c0)
+    log_dk = np.zeros(n)
+    prod = np.ones(n)
+    X, Z = np.empty((2, n)), np.empty((2, n))
+    inv, t = np.empty(n), np.empty(n)
+    cg2 = np.broadcast_to(cg, (2, n))
+    mul, add, div = np.multiply, np.add, np.divide
+    with np.errstate(over="ignore", invalid="ignore", divide="ignore"):
+        for layer in range(L):
+            if full:
+                Zr = Y
+            else:
+                mul(Y, sw2, out=Z)
+                add(Z, sb2, out=Z)
+                Zr = Z
+            mul(Zr[0], 2.0, out=inv)
+            add(inv, 1.0, out=inv)                   # d = 1 + 2 z
+            div(2.0, inv, out=inv)                   # 2 / d
+            mul(Zr, inv, out=X)                      # (2 z / d, x = 2 zk / d)
+            np.minimum(X, 1.0, out=X)
+            mul(X[1], X[1], out=t)
+            np.subtract(1.0, t, out=t)
+            np.sqrt(t, out=t)
+            div(inv, t, out=t)                       # 2 / (d sqrt(1 - x^2))
+            mul(t, c1h, out=t)
+            add(t, 1.0, out=t)
+            mul(prod, t, out=prod)                   # prod of 1 + alpha^2 sw2 A
+            np.arcsin(X, out=X)                      # (pi/2) (g, G)
+            mul(X, cg2, out=X)
+            add(Y, X, out=Y)
+            if full and sb2:
+                Y += cb
+            if (layer + 1) % blk == 0:
+                log_dk += np.log(prod)
+                prod.fill(1.0)
+        log_dk += np.log(prod)
+    q, k = Y[0].copy(), Y[1].copy()
+    return _finish(q, k, np.zeros(a.shape), log_dk)
+
+
+def _erf_kernel_py(full, sw2, sb2, L, c0, q0, alphas):
+    """Compiled (numba) body of :func:`_erf_trajectory`, same formulas; layers outside,
+    alphas inside (independent alphas overlap in the CPU pipeline)."""
+    n = alphas.size
+    Q, K, LG, PR = np.full(n, q0), np.full(n, q0 * c0), np.zeros(n), np.ones(n)
+    C1, CG, CB = np.empty(n), np.empty(n), np.empty(n)
+    for i in range(n):
+        a2 = alphas[i] * alphas[i]
+        C1[i] = a2 * sw2 * 4.0 / np.pi
+        CG[i] = C1[i] / 2.0 if full else a2 * 2.0 / np.pi
+        CB[i] = a2 * sb2 if full else 0.0
+    for _ in range(L):
+        for i in range(n):
+            q, k = Q[i], K[i]
+            if full:
+                z, zk = q, k
+            else:
+                z, zk = sw2 * q + sb2, sw2 * k + sb2
+            inv = 1.0 / (1.0 + 2.0 * z)
+            x = min(2.0 * zk * inv, 1.0)
+            p = PR[i] * (1.0 + C1[i] * inv / np.sqrt(max(1.0 - x * x, _TINY)))
+            if p > 1e250:
+                LG[i] += np.log(p)
+                p = 1.0
+            PR[i] = p
+            Q[i] = q + CG[i] * np.arcsin(min(2.0 * z * inv, 1.0)) + CB[i]
+            K[i] = k + CG[i] * np.arcsin(max(x, -1.0)) + CB[i]
+    for i in range(n):
+        LG[i] += np.log(PR[i])
+    return Q, K, LG
+
+
+def _compile_numba():
+    """numba.njit(_erf_kernel_py) when numba is installed and RESSCALE_NO_NUMBA is unset; else None."""
+    import os
+    if os.environ.get("RESSCALE_NO_NUMBA"):
+        return None
+    try:
+        import numba
+    except Exception:
+        return None
+    try:
+        return numba.njit(cache=True, fastmath=False, error_model="numpy")(_erf_kernel_py)
+    except Exception:  # pragma: no cover
+        return None
+
+
+_UNSET = object()
+_nb_erf = _UNSET   # resolved on first use (importing numba costs ~0.5 s; keep `import resscale` fast)
+
+
+def _numba_kernel(work=None, force=False):
+    """The compiled erf kernel, or None (numba absent, or RESSCALE_NO_NUMBA set).
+
+    Loading numba and the cached kernel costs ~1 s once per process, more than a
+    NumPy pass at L = 1000 (~20 ms). So it is used when it is already loaded, when
+    ``force`` or RESSCALE_NUMBA=1 asks for it, or when the NumPy estimate for this call
+    (``work`` = (L, n_alphas): ~L (15 + 0.05 n) microseconds) exceeds 0.2 s.
+    """
+    global _nb_erf
+    import os
+    if _nb_erf is not _UNSET:
+        return _nb_erf
+    if os.environ.get("RESSCALE_NO_NUMBA"):
+        return None
+    big = work is not None and work[0] * (15e-6 + 5e-8 * work[1]) > 0.2
+    if force or big or os.environ.get("RESSCALE_NUMBA"):
+        _nb_erf = _compile_numba()
+        return _nb_erf
+    return None
+
+
+def _erf_trajectory_scalar(full, sw2, sb2, L, c0, q0, alphas):
+    """:func:`_erf_trajectory` for one or two alphas: a plain Python loop (math module)."""
+    import math
+    out_q, out_k, out_l = [], [], []
+    for al in alphas:
+        a2 = float(al) * float(al)
+        c1 = a2 * sw2 * 4.0 / math.pi
+        cg = c1 / 2.0 if full else a2 * 2.0 / math.pi
+        cb = a2 * sb2 if full else 0.0
+        q, k, lg, prod = q0, q0 * c0, 0.0, 1.0
+        asin, sqrt = math.asin, math.sqrt
+        try:
+            for _ in range(L):
+                if full:
+                    z, zk = q, k
+                else:
+                    z, zk = sw2 * q + sb2, sw2 * k + sb2
+                inv = 1.0 / (1.0 + 2.0 * z)
+                x = 2.0 * zk * inv
+                prod *= 1.0 + c1 * inv / sqrt(max(1.0 - x * x, _TINY))
+                if prod > 1e250:
+                    lg += math.log(prod)
+                    prod = 1.0
+                q, k = q + cg * asin(2.0 * z * inv) + cb, k + cg * asin(min(max(x, -1.0), 1.0)) + cb
+            lg += math.log(prod)
+        except (OverflowError, ValueError):
+            q, k, lg = math.inf, math.inf, math.nan
+        out_q.append(q)
+        out_k.append(k)
+        out_l.append(lg)
+    q, k, lg = (np.array(v, dtype=float) for v in (out_q, out_k, out_l))
+    with np.errstate(invalid="ignore", over="ignore"):
+        return _finish(q, k, np.zeros(q.shape), lg)
 
 
 def _two_input_step(phi, block, homog, sw2, sb2_raw, a, a2, q, k, m, s, log_dk):
@@ -67,14 +259,12 @@ def _two_input_step(phi, block, homog, sw2, sb2_raw, a, a2, q, k, m, s, log_dk):
     if True:
         sb2 = sb2_raw * np.exp(-s) if homog else sb2_raw
         if block == "full":
-            G, _, _, A = phi.pair(q, q, k)
-            g = phi.diag(q)[0]
+            G, A, g = phi.pair_equal(q, k)
             log_dk += np.log1p(a2 * sw2 * A)
             q, k = q + a2 * (sw2 * g + sb2), k + a2 * (sw2 * G + sb2)
         elif block == "reduced":
             zq, zk = sw2 * q + sb2, sw2 * k + sb2
-            G, _, _, A = phi.pair(zq, zq, zk)
-            g = phi.diag(zq)[0]
+            G, A, g = phi.pair_equal(zq, zk)
             log_dk += np.log1p(a2 * sw2 * A)
             if phi.odd:
                 q, k = q + a2 * g, k + a2 * G
@@ -83,9 +273,9 @@ def _two_input_step(phi, block, homog, sw2, sb2_raw, a, a2, q, k, m, s, log_dk):
                 drift = 2.0 * a * m * mu
                 q, k, m = q + drift + a2 * g, k + drift + a2 * G, m + a * mu
         else:
-            G, _, _, A = phi.pair(q, q, k)
+            G, A, g = phi.pair_equal(q, k)
             log_dk += np.log(np.maximum(sw2 * A, _TINY))
-            q, k = sw2 * phi.diag(q)[0] + sb2, sw2 * G + sb2
+            q, k = sw2 * g + sb2, sw2 * G + sb2
         if homog:  # renormalise every layer: q~ = 1, k~ = c
             r = np.maximum(q, _TINY)
             q, k, m = q / r, k / r, m / np.sqrt(r)

@@ -52,7 +52,8 @@ from typing import Optional
 
 import numpy as np
 
-from .inputs import as_finite_array, input_kernel
+from .inputs import (ParameterTypeError, as_finite_array, check_bool, check_choice, check_int,
+                     check_memory, input_kernel)
 from .network import ResNet
 
 BACKENDS = ("numpy", "torch")
@@ -64,14 +65,7 @@ _FORMAT = "resscale.simulate/1"
 
 # ============================================================== validation
 def _check_int(name, value, lo=1):
-    if isinstance(value, bool) or not isinstance(value, (int, np.integer)):
-        if isinstance(value, (float, np.floating)) and float(value).is_integer():
-            value = int(value)
-        else:
-            raise ValueError(f"{name} must be an integer >= {lo}, got {value!r}")
-    if value < lo:
-        raise ValueError(f"{name} must be an integer >= {lo}, got {value!r}")
-    return int(value)
+    return check_int(name, value, lo=lo)
 
 
 def _two_input_params(K0):
@@ -343,7 +337,15 @@ def _layer(ops, plan, streams, M, tape):
 
 
 def _simulate_chunk(plan: _Plan, bounds) -> dict:
-    """Simulate networks start..stop-1; returns a dict of float64 arrays (a chunk)."""
+    """Simulate networks start..stop-1; returns a dict of float64 arrays (a chunk).
+
+    Raises OverflowError (naming alpha and depth) if a kernel is not finite.
+    """
+    with np.errstate(over="ignore", invalid="ignore"):
+        return _simulate_chunk_impl(plan, bounds)
+
+
+def _simulate_chunk_impl(plan: _Plan, bounds) -> dict:
     start, stop = bounds
     ops = _ops(plan.backend, plan.dtype, plan.device)
     net, N = plan.net, plan.width
@@ -406,11 +408,23 @@ def _simulate_chunk(plan: _Plan, bounds) -> dict:
             layers.append(kern(h))
 
     out = {"kernels": kern(h)}
+    _check_finite_chunk(plan, out["kernels"], start, stop)
     if layers is not None:
         out["layer_kernels"] = np.stack(layers, axis=1)
     if dh is not None:
         out.update(_sensitivity_samples(plan, ops.numpy(h), ops.numpy(dh)[..., 0]))
     return out
+
+
+def _check_finite_chunk(plan, kernels, start, stop):
+    """Raise OverflowError naming alpha/depth when a simulated kernel left the float range."""
+    if np.all(np.isfinite(kernels)):
+        return
+    net = plan.net
+    bad = int(np.argmax(~np.all(np.isfinite(kernels.reshape(kernels.shape[0], -1)), axis=1))) + start
+    raise OverflowError(f"simulate: the hidden states of network {bad} overflow {plan.dtype} (the kernel "
+                        f"is not finite) at alpha = {net.alpha:g}, depth = {net.depth}, sigma_w2 = "
+                        f"{net.sigma_w2:g}, activation {net.phi.name}; reduce alpha or depth, or the input scale")
 
 
 def _sensitivity_samples(plan, h, d):
@@ -580,18 +594,20 @@ def default_chunk_size(net, width, P, method, all_layers=False, dtype="float64",
 def _resolve(net, width, n_networks, X, K0, seed, backend, dtype, method, all_layers,
              sensitivity, chunk_size, device):
     if not isinstance(net, ResNet):
-        raise ValueError(f"net must be a resscale.ResNet, got {type(net).__name__}")
+        raise ParameterTypeError(f"net must be a resscale.ResNet, got {type(net).__name__}")
     width = _check_int("width", width)
     n_networks = _check_int("n_networks", n_networks)
-    if isinstance(seed, bool) or not isinstance(seed, (int, np.integer)) or seed < 0:
-        raise ValueError(f"seed must be a non-negative integer, got {seed!r}")
-    if backend not in BACKENDS:
-        raise ValueError(f"backend must be one of {BACKENDS}, got {backend!r}")
+    if isinstance(seed, (float, np.floating)) or seed is None:
+        raise ParameterTypeError(f"seed must be a non-negative integer, got {seed!r}")
+    seed = check_int("seed", seed, lo=0)
+    check_choice("backend", backend, BACKENDS)
     dtype = np.dtype(dtype).name if isinstance(dtype, (type, np.dtype)) else dtype
-    if dtype not in DTYPES:
-        raise ValueError(f"dtype must be one of {DTYPES}, got {dtype!r}")
-    if method not in METHODS:
-        raise ValueError(f"method must be one of {METHODS}, got {method!r}")
+    check_choice("dtype", dtype, DTYPES)
+    check_choice("method", method, METHODS)
+    all_layers = check_bool("all_layers", all_layers)
+    sensitivity = check_bool("sensitivity", sensitivity)
+    if device is not None and not isinstance(device, str):
+        raise ParameterTypeError(f"device must be a string such as 'cpu' or 'cuda', got {device!r}")
     K0 = input_kernel(net, X=X, K0=K0)
     Xa = None if X is None else as_finite_array("X", X, ndim=2)
     P = K0.shape[0]
@@ -604,6 +620,14 @@ def _resolve(net, width, n_networks, X, K0, seed, backend, dtype, method, all_la
     if chunk_size is None:
         chunk_size = default_chunk_size(net, width, P, method, all_layers, dtype)
     chunk_size = _check_int("chunk_size", chunk_size)
+    item = np.dtype(dtype).itemsize
+    per_net = (width * width + 12 * width * (P + 1)) * item if method == "weights" else \
+        (_layer_block(width, P + 1, net.depth, True) * width * (P + 2) + 16 * width * (P + 1)) * item
+    check_memory("chunk_size or width", min(chunk_size, n_networks) * per_net,
+                 f"simulate: one chunk of {min(chunk_size, n_networks)} networks of width {width} ({method})")
+    if all_layers:
+        check_memory("n_networks or depth (or all_layers=False)", n_networks * (net.depth + 1) * P * P * 8.0,
+                     f"simulate: all-layer kernels of {n_networks} networks, depth {net.depth}")
     if device is not None and backend != "torch":
         raise ValueError("device is only meaningful with backend='torch'")
     plan = _Plan(net=net, width=width, K0=K0, X=Xa,
@@ -672,6 +696,9 @@ def simulate(net: ResNet, width: int, n_networks: int, X=None, K0=None, seed: in
     out : directory: store chunks atomically and resume from them (see docs/simulation.md)
     progress : Rich progress bar on stderr
     """
+    progress = check_bool("progress", progress)
+    if workers is not None:
+        workers = check_int("workers", workers, lo=1)
     plan, n_networks, chunk = _resolve(net, width, n_networks, X, K0, seed, backend, dtype,
                                        method, all_layers, sensitivity, chunk_size, device)
     store = None

@@ -35,6 +35,25 @@ def fail(message: str):
     raise typer.Exit(code=2)
 
 
+def _json_safe(obj):
+    import math
+
+    import numpy as np
+
+    if isinstance(obj, dict):
+        return {k: _json_safe(v) for k, v in obj.items()}
+    if isinstance(obj, (list, tuple)):
+        return [_json_safe(v) for v in obj]
+    if isinstance(obj, np.ndarray):
+        return _json_safe(obj.tolist())
+    if isinstance(obj, (float, np.floating)):
+        return float(obj) if math.isfinite(obj) else None
+    if isinstance(obj, np.integer):
+        return int(obj)
+    return obj
+
+
 def print_json(obj) -> None:
-    json.dump(obj, sys.stdout, indent=2, default=float)
+    """JSON on stdout; NaN/inf become null (bare NaN is not valid JSON)."""
+    json.dump(_json_safe(obj), sys.stdout, indent=2, default=str, allow_nan=False)
     sys.stdout.write("\n")

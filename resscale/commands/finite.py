@@ -13,6 +13,25 @@ from typing import Optional
 import typer
 
 
+def _json_safe(obj):
+    """Replace NaN/inf (not valid JSON) by None, recursively (arrays become lists)."""
+    import math
+
+    import numpy as np
+
+    if isinstance(obj, dict):
+        return {k: _json_safe(v) for k, v in obj.items()}
+    if isinstance(obj, (list, tuple)):
+        return [_json_safe(v) for v in obj]
+    if isinstance(obj, np.ndarray):
+        return _json_safe(obj.tolist())
+    if isinstance(obj, (float, np.floating)):
+        return float(obj) if math.isfinite(obj) else None
+    if isinstance(obj, np.integer):
+        return int(obj)
+    return obj
+
+
 def register(app: typer.Typer) -> None:
     @app.command("finite")
     def finite(
@@ -22,9 +41,9 @@ def register(app: typer.Typer) -> None:
         q0: float = typer.Option(1.0, "--q0", help="Input norm K^0_aa."),
         width: Optional[int] = typer.Option(None, help="Width N (adds K + M/N and V/N to the output)."),
         activation: str = typer.Option("erf", help="erf, tanh, relu, linear or gelu."),
-        block: str = typer.Option("full", help="full or feedforward (reduced: not implemented yet)."),
-        sigma_w2: float = typer.Option(1.0, "--sigma-w2"),
-        sigma_b2: float = typer.Option(0.0, "--sigma-b2"),
+        block: str = typer.Option("full", help="full, reduced or feedforward."),
+        sigma_w2: float = typer.Option(1.0, "--sigma-w2", help="Block weight variance (W ~ N(0, sigma_w2/N))."),
+        sigma_b2: float = typer.Option(0.0, "--sigma-b2", help="Block bias variance."),
         no_mean: bool = typer.Option(False, "--no-mean", help="Skip M (faster)."),
         as_json: bool = typer.Option(False, "--json", help="Print JSON."),
     ):
@@ -39,14 +58,14 @@ def register(app: typer.Typer) -> None:
             net = ResNet(depth=depth, alpha=alpha, sigma_w2=sigma_w2, sigma_b2=sigma_b2,
                          activation=activation, block=block)
             fw = finite_width(net, width=width, K0=two_input_kernel(c0, q0), mean_shift=not no_mean)
-        except (ValueError, NotImplementedError) as exc:
+        except (ValueError, NotImplementedError, OverflowError) as exc:
             typer.echo(f"Error: {exc}", err=True)
             raise typer.Exit(2)
         if as_json:
             d = fw.to_dict()
             if width is not None and not no_mean:
                 d["expected_kernel"] = fw.expected_kernel.tolist()
-            typer.echo(json.dumps(d))
+            typer.echo(json.dumps(_json_safe(d), allow_nan=False))
             return
         np.set_printoptions(precision=5, suppress=True)
         typer.echo(f"{net}")

@@ -16,11 +16,14 @@ def load_array(path: Path) -> np.ndarray:
     try:
         if path.suffix == ".npy":
             return np.load(path, allow_pickle=False)
-        if path.suffix in (".csv", ".txt"):
+        if path.suffix == ".csv":
             return np.loadtxt(path, delimiter=",", ndmin=2)
+        if path.suffix == ".txt":  # whitespace-separated (as simulate --k0-file), or commas
+            text = path.read_text()
+            return np.loadtxt(path, delimiter="," if "," in text else None, ndmin=2)
     except (ValueError, OSError) as exc:
         o.fail(f"could not read {path}: {exc}")
-    o.fail(f"input file must be .npy or .csv, got {path.name}")
+    o.fail(f"input file must be .npy, .csv or .txt, got {path.name}")
 
 
 def register(app: typer.Typer) -> None:

@@ -15,7 +15,8 @@ def register(app: typer.Typer) -> None:
     @app.command()
     def optimal(
         depth: int = o.Depth, sigma_w2: float = o.SigmaW2, sigma_b2: float = o.SigmaB2,
-        activation: str = o.ActivationOpt, block: str = o.Block, c0: float = o.C0, q0: float = o.Q0,
+        activation: str = o.ActivationOpt,
+        block: str = typer.Option("full", "--block", "-b", help="full | reduced."), c0: float = o.C0, q0: float = o.Q0,
         width: Optional[int] = typer.Option(None, "--width", "-N",
                                             help="Finite width N: maximise the 1/N-corrected S_N."),
         alpha_min: float = typer.Option(1e-4, help="Lower end of the alpha scan."),
@@ -28,6 +29,10 @@ def register(app: typer.Typer) -> None:
         """Find alpha* = argmax S(alpha), S = dc^L/dc^0 (two inputs of norm q0, correlation c0)."""
         from ..optimal_alpha import NoInteriorMaximumWarning, optimal_alpha
 
+        if block == "feedforward":
+            o.fail("--block feedforward has no residual scaling alpha to optimise; use full or reduced")
+        if not (alpha_min > 0 and alpha_max > alpha_min):
+            o.fail(f"need 0 < --alpha-min < --alpha-max, got --alpha-min {alpha_min:g} --alpha-max {alpha_max:g}")
         net = o.make_net(depth, 0.0, sigma_w2, sigma_b2, 1.0, 0.0, activation, block)
         try:
             with warnings.catch_warnings():
@@ -39,7 +44,10 @@ def register(app: typer.Typer) -> None:
         png = None
         if not no_plot:
             from ..plotting import plot_sensitivity
-            png = plot_sensitivity(res, net, c0, q0, plot)
+            try:
+                png = plot_sensitivity(res, net, c0, q0, plot)
+            except OSError as exc:
+                o.fail(f"--plot: cannot write {str(plot)!r}: {exc.strerror or exc}")
         if json_out:
             out = {"network": {k: v for k, v in net.to_dict().items() if k != "alpha"},
                    "c0": c0, "q0": q0, **res.to_dict(), "plot": png}

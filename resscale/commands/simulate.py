@@ -63,6 +63,9 @@ def register(app: typer.Typer) -> None:
         from ..simulation import simulate
 
         console = Console(stderr=True)
+        if workers < 0:
+            typer.echo(f"Error: --workers must be >= 0 (0: all cores, 1: in-process), got {workers}", err=True)
+            raise typer.Exit(code=2)
         try:
             if sum(v is not None for v in (c0, k0_file, x_file)) > 1:
                 raise ValueError("give at most one of --c0, --k0-file, --x-file")
@@ -79,8 +82,8 @@ def register(app: typer.Typer) -> None:
                            all_layers=all_layers, sensitivity=sensitivity, dtype=dtype, method=method,
                            chunk_size=chunk_size, device=device, workers=None if workers == 0 else workers,
                            scheduler=scheduler, out=out, progress=not no_progress)
-        except (ValueError, ImportError) as exc:
-            typer.echo(f"Error: {exc}", err=True)
+        except (ValueError, ImportError, OverflowError, RuntimeError) as exc:
+            typer.echo(f"Error: {' '.join(str(exc).split())}", err=True)
             raise typer.Exit(code=2)
         except KeyboardInterrupt:
             console.print(f"[yellow]interrupted; finished chunks are kept in {out}/chunks; "

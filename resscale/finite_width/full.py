@@ -35,42 +35,7 @@ def _full_or_ff(net, K0, compute_mean=True, n_r=12, n_t=8):
         A[m - 1] = A[m] @ T[m]
     pi = _PairIntegrals(phi, Ks, walk=walk, n_r=n_r, n_t=n_t)
     pi.need_deriv = compute_mean          # V alone needs no mean-derivative tables
-    sp = _sym_pairs(P)
-
-    def full_idx(a, b):
-        return [(a, b)] if a == b else [(a, b), (b, a)]
-
-    # --- same-layer covariances Cov(f(h^k), f(h^k)), k = 0..L-1
-    kk = np.arange(L)
-    Cdiag = np.zeros((L, P2, P2))
-    for (a, b), (c, d) in itertools.product(sp, sp):
-        if (c, d) < (a, b):
-            continue
-        val = pi.same(kk, (a, b, c, d)) - Gs[:L, a, b] * Gs[:L, c, d]
-        for i, j in full_idx(a, b):
-            for k2, l2 in full_idx(c, d):
-                Cdiag[:, i * P + j, k2 * P + l2] = val
-                Cdiag[:, k2 * P + l2, i * P + j] = val
-    # --- cross-layer covariances Cov(f(h^k), f(h^m)), k < m < L  (walk only)
-    Ccross = None
-    if walk and L > 1:
-        kk, mm = np.triu_indices(L, 1)
-        Ccross = np.zeros((kk.size, P2, P2))
-        for (a, b), (c, d) in itertools.product(sp, sp):
-            val = pi.cross(kk, mm, (a, b), (c, d)) - Gs[kk, a, b] * Gs[mm, c, d]
-            for i, j in full_idx(a, b):
-                for k2, l2 in full_idx(c, d):
-                    Ccross[:, i * P + j, k2 * P + l2] = val
-    # --- Cov(f(h^k), h^L h^L^T), k < L (walk only): E[f(x) y_c y_d] - G^k K^L
-    CfK = np.zeros((L, P2, P2))
-    if walk:
-        kk = np.arange(L)
-        mm = np.full(L, L)
-        for (a, b), (c, d) in itertools.product(sp, sp):
-            val = pi.cross(kk, mm, (a, b), (c, d), inner_kind="lin") - Gs[:L, a, b] * Ks[L, c, d]
-            for i, j in full_idx(a, b):
-                for k2, l2 in full_idx(c, d):
-                    CfK[:, i * P + j, k2 * P + l2] = val
+    Cdiag, Ccross, CfK = _covariance_tables(pi, Gs, Ks, walk)
     CKK = _outer_hh(Ks[L])
     # --- assemble V (Eq. 4.9-4.10)
     diag_part = np.einsum("kij,kjl,kml->im", A, Cdiag, A)
@@ -124,6 +89,55 @@ def _full_or_ff(net, K0, compute_mean=True, n_r=12, n_t=8):
     M = 0.5 * Ek2
     out["M"] = M.reshape(P, P)
     return out
+
+
+def _covariance_tables(pi, Gs, Ks, walk):
+    """Covariances of the drivers f = phi phi^T along the walk (Eq. 4.9-4.10), layers 0..L-1
+    of ``Ks`` (L+1, P, P) (any increasing subset of the network's layers, last = output):
+
+    Cdiag (L, P2, P2)        Cov(f(h^k), f(h^k))
+    Ccross (L(L-1)/2, ...)   Cov(f(h^k), f(h^m)), k < m < L, in np.triu_indices(L, 1) order (walk only)
+    CfK (L, P2, P2)          Cov(f(h^k), h^L h^L^T) (walk only)
+    """
+    L, P = Ks.shape[0] - 1, Ks.shape[1]
+    P2 = P * P
+    sp = _sym_pairs(P)
+
+    def full_idx(a, b):
+        return [(a, b)] if a == b else [(a, b), (b, a)]
+
+    # --- same-layer covariances Cov(f(h^k), f(h^k)), k = 0..L-1
+    kk = np.arange(L)
+    Cdiag = np.zeros((L, P2, P2))
+    for (a, b), (c, d) in itertools.product(sp, sp):
+        if (c, d) < (a, b):
+            continue
+        val = pi.same(kk, (a, b, c, d)) - Gs[:L, a, b] * Gs[:L, c, d]
+        for i, j in full_idx(a, b):
+            for k2, l2 in full_idx(c, d):
+                Cdiag[:, i * P + j, k2 * P + l2] = val
+                Cdiag[:, k2 * P + l2, i * P + j] = val
+    # --- cross-layer covariances Cov(f(h^k), f(h^m)), k < m < L  (walk only)
+    Ccross = None
+    if walk and L > 1:
+        kk, mm = np.triu_indices(L, 1)
+        Ccross = np.zeros((kk.size, P2, P2))
+        for (a, b), (c, d) in itertools.product(sp, sp):
+            val = pi.cross(kk, mm, (a, b), (c, d)) - Gs[kk, a, b] * Gs[mm, c, d]
+            for i, j in full_idx(a, b):
+                for k2, l2 in full_idx(c, d):
+                    Ccross[:, i * P + j, k2 * P + l2] = val
+    # --- Cov(f(h^k), h^L h^L^T), k < L (walk only): E[f(x) y_c y_d] - G^k K^L
+    CfK = np.zeros((L, P2, P2))
+    if walk:
+        kk = np.arange(L)
+        mm = np.full(L, L)
+        for (a, b), (c, d) in itertools.product(sp, sp):
+            val = pi.cross(kk, mm, (a, b), (c, d), inner_kind="lin") - Gs[:L, a, b] * Ks[L, c, d]
+            for i, j in full_idx(a, b):
+                for k2, l2 in full_idx(c, d):
+                    CfK[:, i * P + j, k2 * P + l2] = val
+    return Cdiag, Ccross, CfK
 
 
 def _self_full(pi, net, Js, T, s, Gs, P):
