@@ -65,6 +65,23 @@ _GW = "return ops.matmul(G, R) * scale, b"
 
 # (id, file, exact source snippet, replacement, description)
 MUTANTS = [
+    # ---- interpolated full-block path (interpolated.py, docs/theory.md Sec. 4.9)
+    ("I_SELF_x1.1", FW + "interpolated.py", "s * (curv[l] + 2.0 * Sf[l])", "s * (curv[l] + 2.2 * Sf[l])",
+     "interpolated M: self-interaction x1.1"),
+    ("I_CURV_x0.9", FW + "interpolated.py", "s * (curv[l] + 2.0 * Sf[l])", "s * (0.9 * curv[l] + 2.0 * Sf[l])",
+     "interpolated M: curvature Psi'':Sigma x0.9"),
+    ("I_SIGX_x1.1", FW + "interpolated.py", "+ s * (T[l] @ X[l] + X[l].T @ T[l].T)",
+     "+ 1.1 * s * (T[l] @ X[l] + X[l].T @ T[l].T)", "interpolated M: walk cross term X(l) in Sigma x1.1"),
+    ("I_SIGD_x0.9", FW + "interpolated.py", "+ s * s * Cdiag[l]", "+ 0.9 * s * s * Cdiag[l]",
+     "interpolated M: same-layer Cov(nu) in Sigma x0.9"),
+    ("I_XI_x1.1", FW + "interpolated.py", "Y = s * Js[k] + Y @ T[k]", "Y = 1.1 * s * Js[k] + Y @ T[k]",
+     "interpolated M: self-interaction chain Xi x1.1"),
+    ("I_VROW_x1.1", FW + "interpolated.py", 't = np.einsum("kij,kjl->il", A[:L - 1], Rall)',
+     't = 1.1 * np.einsum("kij,kjl->il", A[:L - 1], Rall)', "interpolated V: cross-layer row sums x1.1"),
+    ("I_CFK_x0.9", FW + "interpolated.py", 't = np.einsum("kij,kjl->il", A, CfK)',
+     't = 0.9 * np.einsum("kij,kjl->il", A, CfK)', "interpolated V: Cov(f, hh) term x0.9"),
+    ("I_DIAG_x1.1", FW + "interpolated.py", 'np.einsum("kij,kjl,kml->im", A, Cdiag, A)',
+     '1.1 * np.einsum("kij,kjl,kml->im", A, Cdiag, A)', "interpolated V: same-layer term x1.1"),
     # ---- full block M (full.py)
     ("F_SELF_x1.1", FW + "full.py", "Msrc[l] = curv + 2.0 * selfterm", "Msrc[l] = curv + 2.2 * selfterm",
      "full M: self-interaction term x1.1"),

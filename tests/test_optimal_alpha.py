@@ -81,3 +81,15 @@ def test_finite_width_optimum_maximises_S_N():
     assert abs(res.alpha / rs.optimal_alpha(net, 0.9).alpha - 1) < 0.05
     with pytest.raises(ValueError, match="width"):
         rs.optimal_alpha(net, 0.9, width=0)
+
+
+def test_optimal_alpha_width_returns_the_analytic_finite_width_value():
+    """optimal_alpha(width=N).alpha_analytic is sqrt(T*_N / L) with T*_N = T* + t1/N (Eq. 6.10)."""
+    import math
+
+    import resscale as rs
+    net = rs.ResNet(depth=40)
+    r = rs.optimal_alpha(net, 0.9, width=32)
+    T_inf = rs.analytic_alpha(net, 0.9)[1]
+    assert r.T_star != T_inf and math.isclose(r.alpha_analytic, math.sqrt(r.T_star / 40), rel_tol=1e-12)
+    assert "t1" in r.analytic_note

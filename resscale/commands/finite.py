@@ -45,6 +45,8 @@ def register(app: typer.Typer) -> None:
         sigma_w2: float = typer.Option(1.0, "--sigma-w2", help="Block weight variance (W ~ N(0, sigma_w2/N))."),
         sigma_b2: float = typer.Option(0.0, "--sigma-b2", help="Block bias variance."),
         no_mean: bool = typer.Option(False, "--no-mean", help="Skip M (faster)."),
+        method: str = typer.Option("auto", help="auto, exact or interpolated (full block: node layers, "
+                                                "docs/theory.md Sec. 4.9; auto = interpolated for L > 64)."),
         as_json: bool = typer.Option(False, "--json", help="Print JSON."),
     ):
         """Finite-width kernel statistics: mean-field K, mean shift M, covariance V."""
@@ -57,18 +59,25 @@ def register(app: typer.Typer) -> None:
         try:
             net = ResNet(depth=depth, alpha=alpha, sigma_w2=sigma_w2, sigma_b2=sigma_b2,
                          activation=activation, block=block)
-            fw = finite_width(net, width=width, K0=two_input_kernel(c0, q0), mean_shift=not no_mean)
+            fw = finite_width(net, width=width, K0=two_input_kernel(c0, q0), mean_shift=not no_mean,
+                              method=method)
         except (ValueError, NotImplementedError, OverflowError) as exc:
             typer.echo(f"Error: {exc}", err=True)
             raise typer.Exit(2)
         if as_json:
             d = fw.to_dict()
+            d["method"] = fw.extras.get("method")
+            d["interp_error"] = fw.extras.get("interp_error")
             if width is not None and not no_mean:
                 d["expected_kernel"] = fw.expected_kernel.tolist()
             typer.echo(json.dumps(_json_safe(d), allow_nan=False))
             return
         np.set_printoptions(precision=5, suppress=True)
         typer.echo(f"{net}")
+        err = fw.extras.get("interp_error")
+        typer.echo(f"path: {fw.extras.get('method')}" + (
+            f" (estimated interpolation error: V {err['V']:.1e}, M {err.get('M', float('nan')):.1e} relative)"
+            if err else ""))
         typer.echo(f"K^L (mean field):\n{fw.kernel}")
         if not no_mean:
             typer.echo(f"M^L (E Khat = K + M/N):\n{fw.mean_shift}")

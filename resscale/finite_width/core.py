@@ -5,7 +5,7 @@ import numpy as np
 
 from ..inputs import check_choice, check_int, check_memory, input_kernel
 from .full import _full_or_ff
-from .interpolated import full_block_interpolated  # Sec. 4.9, Eq. 4.60-4.66
+from .interpolated import full_block_interpolated  # Sec. 4.9, Eq. 4.61-4.65
 from .reduced import reduced_block_theory  # Sec. 4.8, Eq. 4.40-4.52
 from .result import FiniteWidthResult
 

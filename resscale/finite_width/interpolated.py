@@ -1,5 +1,5 @@
 """Fast 1/N theory of the FULL block at large depth: layer-pair sums from node layers
-(docs/theory.md Sec. 4.9, Eq. 4.60-4.66).
+(docs/theory.md Sec. 4.9, Eq. 4.61-4.65).
 
 The exact path (:mod:`.full`) evaluates the four-point functions of the Gaussian walk
 Cov(f(h^k), f(h^m)) for all L(L-1)/2 layer pairs and stores them: O(L^2) time and memory.
@@ -92,7 +92,7 @@ def _self_weights(P):
 
 def full_block_interpolated(net, K0, compute_mean=True, n_nodes=32, n_dense=6, n_r=12, n_t=8,
                             error_estimate=True):
-    """V, V_indep and M of the full block from node layers (Eq. 4.60-4.66); same keys as the exact path.
+    """V, V_indep and M of the full block from node layers (Eq. 4.61-4.64); same keys as the exact path.
 
     Extra keys: ``nodes`` (layers where the walk tables were evaluated) and ``interp_error``
     (dict V, M: relative deviation of the nested coarse-node result, an error bound estimate).
