@@ -394,7 +394,7 @@ def optimal_alpha_finite_width(net, c0, q0=1.0, width=None, alpha_inf=None, span
 
 
 def analytic_alpha_finite_width(net, c0, q0=1.0, width=None, continuum_depth=2000, rel_step=0.05):
-    """Analytic finite-width optimum alpha*(N) = sqrt(T*_N / L), T*_N = T* + t_1/N (docs/theory.md Sec. 6.4).
+    """Analytic finite-width optimum alpha*(N) = sqrt(T*_N / L), T*_N = T* + t_1/N (docs/theory.md Eq. 6.10).
 
     Continuum limit alpha -> 0, L -> inf at T = alpha^2 L fixed: S_N(T) = S(T) + delta(T)/N with
     the width-independent 1/N coefficient delta(T) (Eq. 4.29) of the continuum theory, so at
@@ -434,5 +434,5 @@ def analytic_alpha_finite_width(net, c0, q0=1.0, width=None, continuum_depth=200
     out.update(t1=float(t1), T_star_N=float(TN),
                alpha=float(math.sqrt(TN / net.depth)) if TN > 0 else math.nan,
                note=f"T*_N = T* + t1/N with T* = {T:.6g}, t1 = {t1:.6g} (continuum limit, leading order in "
-                    "1/L and 1/N; docs/theory.md Sec. 6.4)")
+                    "1/L and 1/N; docs/theory.md Eq. 6.10)")
     return out

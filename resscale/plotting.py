@@ -3,6 +3,7 @@ from __future__ import annotations
 
 import math
 import os
+import uuid
 
 import matplotlib
 
@@ -10,14 +11,29 @@ matplotlib.use("Agg")
 import matplotlib.pyplot as plt  # noqa: E402
 
 
-def save_figure(fig, path):
-    """Write a figure atomically (tmp file then os.replace) and close it."""
+def save_figure(fig, path, dpi=130, bbox_inches="tight"):
+    """Write a figure atomically and close it.
+
+    The figure goes to a temporary file with a unique name in the target
+    directory (``.<name>.<pid>.<random>.tmp<ext>``: two writers of the same
+    path never share a temporary file), which then replaces ``path`` with
+    :func:`os.replace`; a reader sees the old file or the complete new one.
+    """
     path = os.fspath(path)
-    root, ext = os.path.splitext(path)
-    tmp = f"{root}.partial{ext}"
-    fig.savefig(tmp, dpi=130, bbox_inches="tight")
-    plt.close(fig)
-    os.replace(tmp, path)
+    directory, name = os.path.split(path)
+    ext = os.path.splitext(name)[1]
+    fmt = ext[1:].lower() or None
+    tmp = os.path.join(directory, f".{name}.{os.getpid()}.{uuid.uuid4().hex[:12]}.tmp{ext}")
+    try:
+        fig.savefig(tmp, dpi=dpi, bbox_inches=bbox_inches, format=fmt)
+        os.replace(tmp, path)
+    finally:
+        plt.close(fig)
+        if os.path.exists(tmp):  # savefig or os.replace failed: no stray temporary file
+            try:
+                os.unlink(tmp)
+            except OSError:  # pragma: no cover
+                pass
     return path
 
 

@@ -129,13 +129,10 @@ def _finite_or_none(x):
 
 
 def _atomic_write_json(path: Path, obj) -> None:
-    path = Path(path)
-    tmp = path.with_name(f".{path.name}.{os.getpid()}.tmp")
-    with open(tmp, "w") as fh:
-        json.dump(obj, fh, indent=1, allow_nan=False)
-        fh.flush()
-        os.fsync(fh.fileno())
-    os.replace(tmp, path)
+    """JSON (no NaN) written atomically: unique tmp file in the same directory + fsync + os.replace."""
+    from ._storage import atomic_write_bytes
+
+    atomic_write_bytes(path, json.dumps(obj, indent=1, allow_nan=False).encode())
 
 
 # ------------------------------------------------------------------ model
@@ -468,7 +465,16 @@ def _job_path(runs_dir: Path, key: str, depth: int, alpha: float, seed: int) -> 
     return runs_dir / f"{key}_L{depth}_a{alpha:.6g}_s{seed}.json"
 
 
-def _worker_init(threads: int) -> None:
+def _worker_init(threads: int, parent_pid: Optional[int] = None) -> None:
+    """Process-pool initializer: die with the parent (any signal, also SIGKILL), then limit threads.
+
+    Uses :func:`resscale.parallel._init_worker` (Linux PR_SET_PDEATHSIG plus a
+    parent-pid poll every 0.5 s, and a BLAS thread limit), then sets torch's threads.
+    """
+    if parent_pid is not None:
+        from .parallel import _init_worker
+
+        _init_worker(max(1, int(threads)), int(parent_pid))
     torch = _torch()
     torch.set_num_threads(max(1, int(threads)))
 
@@ -514,7 +520,7 @@ def summarize(runs: Sequence[dict], theory: dict, depths: Sequence[int], alphas:
             if rs_:
                 best_per_seed.append(max(rs_, key=lambda r: r["test_accuracy"])["alpha"])
         th = theory.get(str(depth), {})
-        entry = dict(best_alpha=best["alpha"], best_mean=best["mean"], best_std=best["std"],
+        entry = dict(best_alpha=best["alpha"], best_mean=best["mean"], best_std=best["std"], best_n=best["n"],
                      best_alpha_per_seed=best_per_seed, tied_alphas=tied, per_alpha=per_alpha)
         if th.get("available"):
             lo, hi = th["band"]
@@ -532,6 +538,20 @@ def _interp_S(th: dict, alpha: float):
     if not th.get("S_max"):
         return None
     return _finite_or_none(np.interp(math.log(alpha), a, S) / th["S_max"])
+
+
+def format_mean_spread(mean: float, std: float, n: Optional[int]) -> str:
+    """``mean ± std`` over seeds; with a single seed there is no spread: ``mean (n/a, 1 seed)``."""
+    if n is not None and int(n) < 2:
+        return f"{mean:.4f} ± n/a (1 seed)"
+    return f"{mean:.4f} ± {std:.4f}"
+
+
+def _best_n(s: dict):
+    """Seeds behind the best alpha's mean (older results.json lack ``best_n``: read it from per_alpha)."""
+    if "best_n" in s:
+        return s["best_n"]
+    return next((p.get("n") for p in s.get("per_alpha", []) if p["alpha"] == s["best_alpha"]), None)
 
 
 def format_summary_markdown(results: dict) -> str:
@@ -555,7 +575,7 @@ def format_summary_markdown(results: dict) -> str:
             ratio = "n/a" if s["S_at_best_over_max"] is None else f"{s['S_at_best_over_max']:.2f}"
         else:
             star = band = inb = ratio = "n/a (theory unavailable)"
-        lines.append(f"| {depth} | {s['best_alpha']:.3g} | {s['best_mean']:.4f} ± {s['best_std']:.4f} | "
+        lines.append(f"| {depth} | {s['best_alpha']:.3g} | {format_mean_spread(s['best_mean'], s['best_std'], _best_n(s))} | "
                      f"{', '.join(f'{a:.3g}' for a in s['best_alpha_per_seed'])} | "
                      f"{', '.join(f'{a:.3g}' for a in s['tied_alphas'])} | {star} | {band} | {inb} | {ratio} |")
     lines += ["", "Mean test accuracy per alpha (± std over seeds):", "",
@@ -565,7 +585,7 @@ def format_summary_markdown(results: dict) -> str:
         row = [f"{a:.3g}"]
         for s in results["summary"].values():
             p = next((p for p in s["per_alpha"] if p["alpha"] == a), None)
-            row.append("" if p is None else f"{p['mean']:.4f} ± {p['std']:.4f}"
+            row.append("" if p is None else format_mean_spread(p['mean'], p['std'], p.get('n'))
                        + (f" ({p['n_diverged']} div.)" if p["n_diverged"] else ""))
         lines.append("| " + " | ".join(row) + " |")
     return "\n".join(lines) + "\n"
@@ -618,8 +638,9 @@ def plot_results(results: dict, path) -> None:
                          ha="right", va="top", fontsize=7, color="C3")
         ax.legend(handles, labels, fontsize=7, loc="lower left")
     fig.tight_layout()
-    fig.savefig(path, dpi=120)
-    plt.close(fig)
+    from .plotting import save_figure
+
+    save_figure(fig, path, dpi=120, bbox_inches=None)  # unique tmp file + os.replace
 
 
 def run_sweep(config: TrainConfig, depths: Sequence[int], alphas, seeds: int, out,
@@ -695,7 +716,7 @@ def run_sweep(config: TrainConfig, depths: Sequence[int], alphas, seeds: int, ou
             from concurrent.futures import ProcessPoolExecutor, as_completed
 
             with ProcessPoolExecutor(max_workers=int(workers), mp_context=mp.get_context("spawn"),
-                                     initializer=_worker_init, initargs=(threads,)) as pool:
+                                     initializer=_worker_init, initargs=(threads, os.getpid())) as pool:
                 futs = [pool.submit(_run_job, job) for job in jobs]
                 for fut in as_completed(futs):
                     runs.append(fut.result())
@@ -735,7 +756,9 @@ def run_sweep(config: TrainConfig, depths: Sequence[int], alphas, seeds: int, ou
         versions=_versions(),
     )
     _atomic_write_json(out / "results.json", results)
-    (out / "summary.md").write_text(format_summary_markdown(results))
+    from ._storage import atomic_write_bytes
+
+    atomic_write_bytes(out / "summary.md", format_summary_markdown(results).encode())
     if plot:
         plot_results(results, out / "accuracy_vs_alpha.png")
     return results

@@ -8,6 +8,33 @@ import typer
 
 from ..network import ResNet
 
+
+def _hide_flag_placeholder() -> None:
+    """Show boolean flags (``--json``, ``--no-progress``, ``--help``) without a ``<bool>`` value placeholder.
+
+    Typer's Rich help prints the type of every option, also of flags that take no
+    value, which reads as if ``--json <bool>`` needed an argument. Flags with an
+    explicit ``metavar`` keep it. Applied once, when the sub-commands import this module.
+    """
+    try:
+        from typer.core import TyperOption
+    except ImportError:  # pragma: no cover - other Typer layout: leave its help as it is
+        return
+    original = getattr(TyperOption, "display_type_rich", None)
+    if original is None or getattr(original, "_resscale_flag_patch", False):
+        return
+
+    def display_type_rich(self, ctx):
+        if getattr(self, "is_flag", False) and self.metavar is None and not getattr(self, "count", False):
+            return None
+        return original(self, ctx)
+
+    display_type_rich._resscale_flag_patch = True
+    TyperOption.display_type_rich = display_type_rich
+
+
+_hide_flag_placeholder()
+
 Depth = typer.Option(100, "--depth", "-L", help="Number of residual blocks L.")
 Alpha = typer.Option(0.1, "--alpha", help="Residual scaling alpha.")
 SigmaW2 = typer.Option(1.0, "--sigma-w2", help="Block weight variance (W ~ N(0, sigma_w2/N)).")

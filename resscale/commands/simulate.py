@@ -25,6 +25,43 @@ def _load_array(path: Path, name: str):
         raise ValueError(f"{name}: cannot read {str(path)!r}: {exc}") from None
 
 
+SCHEDULER_TIMEOUT_S = 5.0
+
+
+def check_scheduler_reachable(address: str, timeout: float = SCHEDULER_TIMEOUT_S) -> None:
+    """Open (and close) a TCP connection to a Dask scheduler ``[tcp://|tls://]host[:port]``.
+
+    Raises a one-line ``ValueError`` naming ``--scheduler`` when the address is
+    malformed or nothing answers within ``timeout`` seconds (instead of Dask's
+    traceback after its own 30 s). Other schemes (``inproc://``, ``ws://`` ...) are
+    left to Dask.
+    """
+    import socket
+    from urllib.parse import urlsplit
+
+    text = str(address).strip()
+    if not text:
+        raise ValueError("--scheduler: empty address (expected tcp://host:port)")
+    if "://" not in text:
+        text = "tcp://" + text
+    parts = urlsplit(text)
+    if parts.scheme not in ("tcp", "tls"):
+        return
+    try:
+        host, port = parts.hostname, parts.port or 8786
+    except ValueError as exc:  # a port that is not a number or out of range
+        raise ValueError(f"--scheduler: malformed address {address!r} ({exc}); expected tcp://host:port") from None
+    if not host:
+        raise ValueError(f"--scheduler: malformed address {address!r}; expected tcp://host:port")
+    try:
+        with socket.create_connection((host, port), timeout=timeout):
+            pass
+    except OSError as exc:
+        reason = "timed out" if isinstance(exc, socket.timeout) else (exc.strerror or str(exc) or type(exc).__name__)
+        raise ValueError(f"--scheduler: cannot reach the Dask scheduler at {host}:{port} "
+                         f"within {timeout:g} s ({reason})") from None
+
+
 def register(app: typer.Typer) -> None:
     @app.command("simulate")
     def simulate_cmd(
@@ -78,6 +115,8 @@ def register(app: typer.Typer) -> None:
                 K0 = two_input_kernel(0.5 if c0 is None else c0, q0)
             net = ResNet(depth=depth, alpha=alpha, sigma_w2=sigma_w2, sigma_b2=sigma_b2,
                          sigma_in2=sigma_in2, sigma_bin2=sigma_bin2, activation=activation, block=block)
+            if scheduler is not None:
+                check_scheduler_reachable(scheduler)
             res = simulate(net, width=width, n_networks=networks, X=X, K0=K0, seed=seed, backend=backend,
                            all_layers=all_layers, sensitivity=sensitivity, dtype=dtype, method=method,
                            chunk_size=chunk_size, device=device, workers=None if workers == 0 else workers,

@@ -11,6 +11,8 @@ from typing import Optional
 
 import typer
 
+from . import _options  # noqa: F401  (flags shown without a <bool> placeholder)
+
 
 def register(app: typer.Typer) -> None:
     @app.command("train")
@@ -47,7 +49,7 @@ def register(app: typer.Typer) -> None:
         from rich.console import Console
         from rich.table import Table
 
-        from ..training import TrainConfig, parse_ints, run_sweep
+        from ..training import TrainConfig, _best_n, format_mean_spread, parse_ints, run_sweep
 
         console = Console(stderr=True)
         try:
@@ -70,7 +72,7 @@ def register(app: typer.Typer) -> None:
             has = "band" in s
             star = "n/a" if not has else ("none (no interior max)" if s["alpha_star"] is None
                                           else f"{s['alpha_star']:.3g}")
-            table.add_row(d, f"{s['best_alpha']:.3g}", f"{s['best_mean']:.4f} ± {s['best_std']:.4f}",
+            table.add_row(d, f"{s['best_alpha']:.3g}", format_mean_spread(s['best_mean'], s['best_std'], _best_n(s)),
                           ", ".join(f"{a:.3g}" for a in s["best_alpha_per_seed"]), star,
                           f"[{s['band'][0]:.3g}, {s['band'][1]:.3g}]" if has else "n/a",
                           ("yes" if s["best_in_band"] else "NO") if has else "n/a")
