@@ -12,24 +12,7 @@ from typing import Optional
 
 import typer
 
-
-def _json_safe(obj):
-    """Replace NaN/inf (not valid JSON) by None, recursively (arrays become lists)."""
-    import math
-
-    import numpy as np
-
-    if isinstance(obj, dict):
-        return {k: _json_safe(v) for k, v in obj.items()}
-    if isinstance(obj, (list, tuple)):
-        return [_json_safe(v) for v in obj]
-    if isinstance(obj, np.ndarray):
-        return _json_safe(obj.tolist())
-    if isinstance(obj, (float, np.floating)):
-        return float(obj) if math.isfinite(obj) else None
-    if isinstance(obj, np.integer):
-        return int(obj)
-    return obj
+from ._options import _json_safe
 
 
 def register(app: typer.Typer) -> None:

@@ -29,8 +29,6 @@ assembly on the nested half set of nodes, max |fine - coarse| / max |fine| per q
 """
 from __future__ import annotations
 
-import itertools
-
 import numpy as np
 from scipy.interpolate import make_interp_spline
 
@@ -101,8 +99,7 @@ def full_block_interpolated(net, K0, compute_mean=True, n_nodes=32, n_dense=6, n
     L, P = net.depth, K0.shape[0]
     P2 = P * P
     Ks = mean_field_kernel(net, K0=K0, all_layers=True)
-    s = net.alpha ** 2 * net.sigma_w2
-    a2sw2 = s
+    s = a2sw2 = net.alpha ** 2 * net.sigma_w2
     Gs, Js = jac_G_batch(phi, Ks)
     eye = np.eye(P2)
     T = eye[None] + s * Js                                   # one-step tangent (Eq. 4.10)
@@ -147,7 +144,8 @@ def full_block_interpolated(net, K0, compute_mean=True, n_nodes=32, n_dense=6, n
         Rv.append(np.zeros((P2, P2)))
         Rall = _spline(u[np.array(rows)], np.stack(Rv), u[:L - 1])   # R(k), k = 0..L-2
         t = np.einsum("kij,kjl->il", A[:L - 1], Rall)
-        V = 0.5 * ((V + t + t.T) + (V + t + t.T).T)
+        V = V + t + t.T
+        V = 0.5 * (V + V.T)
         out = dict(V=V.reshape(P, P, P, P), V_ind=V_ind.reshape(P, P, P, P))
         if not compute_mean:
             return out
