@@ -73,6 +73,11 @@ def _real_scalar(name, value):
     return float(value)
 
 
+# smallest normal float64: a subnormal input variance q0 makes every arithmetic step ~100x slower
+# (analytic_alpha at q0 = 5e-324 took 44 s), so q0 must be at least this
+Q0_MIN = float(np.finfo(float).tiny)
+
+
 def check_real(name, value, lo=None, hi=None, strict_lo=False, strict_hi=False, allow_none=False):
     """A finite float in [lo, hi] (open ends with ``strict_lo`` / ``strict_hi``); None if allowed."""
     if value is None and allow_none:
@@ -216,10 +221,28 @@ def memory_limit_bytes() -> float:
             raise ValueError(f"RESSCALE_MAX_MEMORY_GB must be a finite number > 0, got {env!r}")
         return gb * 1e9
     try:
-        total = os.sysconf("SC_PAGE_SIZE") * os.sysconf("SC_PHYS_PAGES")
+        total = float(os.sysconf("SC_PAGE_SIZE") * os.sysconf("SC_PHYS_PAGES"))
     except (ValueError, OSError, AttributeError):  # pragma: no cover - non-POSIX
         total = 16e9
-    return _DEFAULT_MEMORY_FRACTION * float(total)
+    return _DEFAULT_MEMORY_FRACTION * min(total, _cgroup_limit_bytes())
+
+
+_CGROUP_FILES = ("/sys/fs/cgroup/memory.max",                     # cgroup v2
+                 "/sys/fs/cgroup/memory/memory.limit_in_bytes")   # cgroup v1
+
+
+def _cgroup_limit_bytes() -> float:
+    """The container's memory limit (cgroup v2 or v1), inf when there is none: inside a container
+    SC_PHYS_PAGES reports the host's memory, and a job sized on that is killed by the OOM killer."""
+    for path in _CGROUP_FILES:
+        try:
+            with open(path) as fh:
+                text = fh.read().strip()
+        except OSError:
+            continue
+        if text.isdigit() and 0 < int(text) < 2 ** 60:
+            return float(text)
+    return math.inf
 
 
 def check_memory(name: str, n_bytes, what: str, limit_gb=None) -> float:
@@ -270,7 +293,7 @@ def input_kernel(net, X=None, K0=None) -> np.ndarray:
 def two_input_kernel(c0, q0=1.0) -> np.ndarray:
     """K0 for two inputs of equal norm q0 and correlation c0 (validated)."""
     c0 = check_real("c0", c0, lo=-1.0, hi=1.0)
-    q0 = check_real("q0", q0, lo=0.0, strict_lo=True)
+    q0 = check_real("q0", q0, lo=Q0_MIN)
     if q0 > 1e300:
         raise ValueError(f"q0 must be <= 1e300, got {q0!r}")
     return q0 * np.array([[1.0, c0], [c0, 1.0]])

@@ -5,6 +5,7 @@ converges to the deterministic K^l given by (G(K)_ab = E[phi(u_a) phi(u_b)],
 u ~ N(0, K); mu(K)_a = E[phi(u_a)]):
 
     full         K^l = K^{l-1} + alpha^2 (sigma_w2 G(K^{l-1}) + sigma_b2)                 (Eq. 3.1)
+    two_layer    K^l = K^{l-1} + alpha^2 (sigma_w2 G(sigma_w2 K^{l-1} + sigma_b2) + sigma_b2)  (Eq. 3.6)
     reduced      Z   = sigma_w2 K^{l-1} + sigma_b2
                  K^l = K^{l-1} + alpha (m mu(Z)^T + mu(Z) m^T) + alpha^2 G(Z)             (Eq. 3.2)
                  m^l = m^{l-1} + alpha mu(Z)                                             (Eq. 3.3)
@@ -12,6 +13,7 @@ u ~ N(0, K); mu(K)_a = E[phi(u_a)]):
 
 with K^0 from :func:`resscale.inputs.input_kernel` and m^0 = 0. m is the mean of
 the residual stream (non-zero only for the reduced block with non-odd phi).
+Each block's map is its ``kernel_step`` in :mod:`resscale.blocks`.
 
 Log space (Eq. 3.5): for positively homogeneous phi (relu, linear) the map is
 1-homogeneous, so the recursion runs on the normalised K~ = e^{-s} K, m~ =
@@ -28,6 +30,7 @@ from functools import lru_cache
 import numpy as np
 
 from .inputs import input_kernel
+from .kernel_maps import pair_matrix  # noqa: F401  (re-exported: resscale.kernel_recursion.pair_matrix)
 
 _LOG_FLOAT_MAX = float(np.log(np.finfo(float).max)) - 0.05   # ~709.73: exp() of more overflows
 _RENORM = 1e50  # renormalise the homogeneous recursion once the diagonal leaves [1/_RENORM, _RENORM]
@@ -100,39 +103,6 @@ class PackedLayout:
 MATRIX = MatrixLayout()
 
 
-def pair_matrix(phi, K, grad=False):
-    """G(K) for a (..., P, P) kernel, optionally with its local derivatives (Eq. 2.1-2.3).
-
-    Returns G, or (G, A, Ba, Bb) where for a != b
-        A_ab = dG_ab/dK_ab, Ba_ab = dG_ab/dK_aa, Bb_ab = dG_ab/dK_bb,
-    and on the diagonal A_aa = g'(K_aa) (the total derivative of G_aa = g(K_aa)),
-    Ba_aa = Bb_aa = 0. So the tangent is dG = tangent_G(dK, A, Ba, Bb).
-    """
-    d = np.diagonal(K, axis1=-2, axis2=-1)
-    kaa, kbb = d[..., :, None], d[..., None, :]
-    P = K.shape[-1]
-    idx = np.arange(P)
-    sym = not phi.closed_form  # quadrature is exact only up to rounding in a <-> b: symmetrise
-    if not grad:
-        G = phi.kernel(kaa, kbb, K)
-        if sym:
-            G = 0.5 * (G + np.swapaxes(G, -1, -2))
-        G[..., idx, idx] = phi.diag(d)[0]
-        return G
-    G, Ba, Bb, A = (np.array(x) for x in phi.pair(kaa, kbb, K))
-    if sym:
-        G = 0.5 * (G + np.swapaxes(G, -1, -2))
-        A = 0.5 * (A + np.swapaxes(A, -1, -2))
-        Ba = 0.5 * (Ba + np.swapaxes(Bb, -1, -2))
-        Bb = np.swapaxes(Ba, -1, -2).copy()
-    g, dg = phi.diag(d)
-    G[..., idx, idx] = g
-    A[..., idx, idx] = dg
-    Ba[..., idx, idx] = 0.0
-    Bb[..., idx, idx] = 0.0
-    return G, A, Ba, Bb
-
-
 @dataclass
 class KernelTrajectory:
     """Output of :func:`kernel_recursion`.
@@ -165,21 +135,8 @@ def kernel_step(net, K, m, log_scale=0.0, layout=MATRIX):
 
     ``layout`` says how K is stored: MATRIX (P, P) or a PackedLayout (upper triangle).
     """
-    a, sw2 = net.alpha, net.sigma_w2
-    sb2 = net.sigma_b2 * np.exp(-log_scale)
     phi = net.phi
-    if net.block == "full":
-        K = K + a * a * (sw2 * layout.G(phi, K) + sb2)
-    elif net.block == "reduced":
-        Z = sw2 * K + sb2
-        if phi.odd:
-            K = K + a * a * layout.G(phi, Z)
-        else:
-            mu = phi.mean(layout.diag(Z))[0]
-            K = K + a * layout.cross(m, mu) + a * a * layout.G(phi, Z)
-            m = m + a * mu
-    else:
-        K = sw2 * layout.G(phi, K) + sb2
+    K, m = net.block_type.kernel_step(net, K, m, net.sigma_b2 * np.exp(-log_scale), layout)
     if phi.homogeneous:
         r = float(np.max(layout.diag(K)))
         if r > _RENORM or 0.0 < r < 1.0 / _RENORM:

@@ -11,8 +11,12 @@ Network family (SPEC, theory.md Eq. 1.1-1.4)::
     input layer   h^0 = W^0 x + b^0,  W^0_ij ~ N(0, sigma_in2/d), b^0_i ~ N(0, sigma_bin2)
     "full"        h^l = h^{l-1} + alpha (W^l phi(h^{l-1}) + b^l)
     "reduced"     h^l = h^{l-1} + alpha phi(W^l h^{l-1} + b^l)
+    "two_layer"   h^l = h^{l-1} + alpha (V^l phi(W^l h^{l-1} + b^l) + a^l)
     "feedforward" h^l = W^l phi(h^{l-1}) + b^l
-    W^l_ij ~ N(0, sigma_w2/N), b^l_i ~ N(0, sigma_b2), l = 1..depth
+    W^l_ij, V^l_ij ~ N(0, sigma_w2/N), b^l_i, a^l_i ~ N(0, sigma_b2), l = 1..depth
+
+Everything that differs between block types lives in one object per block,
+:mod:`resscale.blocks` (``net.block_type``).
 """
 from __future__ import annotations
 
@@ -23,9 +27,9 @@ from typing import Callable, Union
 import numpy as np
 
 from .activations import Activation, get_activation
+from .blocks import BLOCKS, Block, get_block
 from .inputs import check_choice, check_int, check_real
 
-BLOCKS = ("full", "reduced", "feedforward")
 
 
 def _check_real(name: str, value, *, min_value=None, strict=False, integer=False):
@@ -57,7 +61,8 @@ class ResNet:
         ``"erf"``, ``"tanh"``, ``"relu"``, ``"linear"``, ``"gelu"``, or any
         vectorised callable phi(u) (its Gaussian integrals are then computed
         by quadrature, see :mod:`resscale.activations`).
-    block : {"full", "reduced", "feedforward"}
+    block : {"full", "reduced", "two_layer", "feedforward"}
+        See :mod:`resscale.blocks` (SPEC; "two_layer" is the basic block of practical ResNets).
     """
 
     depth: int = 100
@@ -85,8 +90,13 @@ class ResNet:
         return replace(self, **changes)
 
     @property
+    def block_type(self) -> Block:
+        """The :class:`resscale.blocks.Block` object of ``block`` (kernel map, tangent, sampler ...)."""
+        return get_block(self.block)
+
+    @property
     def is_residual(self) -> bool:
-        return self.block in ("full", "reduced")
+        return self.block_type.residual
 
     def to_dict(self) -> dict:
         """JSON-friendly description (the activation by name)."""

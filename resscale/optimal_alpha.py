@@ -34,7 +34,7 @@ from typing import Optional
 import numpy as np
 from scipy.integrate import solve_ivp
 
-from .inputs import ParameterTypeError, check_bool, check_int, check_range, check_real, check_scalar
+from .inputs import Q0_MIN, ParameterTypeError, check_bool, check_int, check_range, check_real, check_scalar
 from .finite_width.core import _check_width
 from .finite_width.sensitivity import sensitivity_correction
 from .sensitivity import log_sensitivity, sensitivity
@@ -84,14 +84,9 @@ class OptimalAlphaResult:
 
 
 def _continuum_rates(net, q, k, sb2):
-    """(dq/dtau, dk/dtau, sigma_w2 * A) of the continuum flow (Eq. 6.1-6.2)."""
-    phi, sw2 = net.phi, net.sigma_w2
-    if net.block == "full":
-        G, _, _, A = phi.pair(q, q, k)
-        return sw2 * phi.diag(q)[0] + sb2, sw2 * G + sb2, sw2 * A
-    zq, zk = sw2 * q + sb2, sw2 * k + sb2
-    G, _, _, A = phi.pair(zq, zq, zk)
-    return phi.diag(zq)[0], G, sw2 * A
+    """(dq/dtau, dk/dtau, d(dk/dtau)/dk) of the continuum flow (Eq. 6.1-6.2): the block's
+    ``continuum_rates`` (:mod:`resscale.blocks`); sigma_w2 A for the full and reduced blocks."""
+    return net.block_type.continuum_rates(net, q, k, sb2)
 
 
 _LOGQ_MAX = 600.0  # stop the flow where q reaches e^600 (float64 overflows near e^709)
@@ -136,12 +131,10 @@ def analytic_alpha(net, c0, q0=1.0):
     if not isinstance(net, ResNet):
         raise ParameterTypeError(f"net must be a resscale.ResNet, got {type(net).__name__}")
     c0 = check_real("c0", c0, lo=-1.0, hi=1.0)
-    q0 = check_real("q0", q0, lo=0.0, strict_lo=True)
-    if net.block == "feedforward":
-        return math.nan, math.nan, "feedforward block has no residual scaling"
-    if net.block == "reduced" and not net.phi.odd:
-        return math.nan, math.nan, ("continuum limit needs a zero-mean residual branch; the reduced "
-                                    f"block with non-odd {net.phi.name} has a mean drift O(alpha l)")
+    q0 = check_real("q0", q0, lo=Q0_MIN)
+    obstacle = net.block_type.continuum_obstacle(net)
+    if obstacle is not None:
+        return math.nan, math.nan, obstacle
     if _flow_rates(net, math.log(q0), c0) is None:
         return math.nan, math.nan, (f"the continuum flow is not finite at the input (q0 = {q0:g}): "
                                     "the Gaussian integrals of the activation overflow there")
@@ -286,10 +279,10 @@ def optimal_alpha(net, c0, q0=1.0, width=None, alpha_range=(1e-4, 1e2), n_grid=2
 
     if not isinstance(net, ResNet):
         raise ParameterTypeError(f"net must be a resscale.ResNet, got {type(net).__name__}")
-    if net.block == "feedforward":
-        raise ValueError("block='feedforward' has no residual scaling alpha to optimise")
+    if not net.block_type.residual:
+        raise ValueError(f"block={net.block!r} has no residual scaling alpha to optimise")
     c0 = check_real("c0", c0, lo=-1.0, hi=1.0)
-    q0 = check_real("q0", q0, lo=0.0, strict_lo=True)
+    q0 = check_real("q0", q0, lo=Q0_MIN)
     lo, hi = check_range("alpha_range", alpha_range, lo=0.0)
     n_grid = check_int("n_grid", n_grid, lo=3, hi=100_000)
     xatol = check_real("xatol", xatol, lo=0.0, strict_lo=True)

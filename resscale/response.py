@@ -15,6 +15,9 @@ The one-step tangents (Eq. 7.2-7.4):
                  dK' = dK + alpha (dm mu^T + m dmu^T + transposes) + alpha^2 dG(Z)[dZ]
                  dm' = dm + alpha dmu
     feedforward  dK' = sigma_w2 dG(K)[dK]
+    two_layer    dK' = dK + alpha^2 sigma_w2^2 dG(Z)[dK],  Z = sigma_w2 K + sigma_b2       (Eq. 7.6)
+
+(each block's ``tangent_step`` in :mod:`resscale.blocks`).
 
 The tangent J^l = dK^l/dK^0 (P,P,P,P) starts from the identity on symmetric
 matrices, J^0_abcd = (delta_ac delta_bd + delta_ad delta_bc)/2, so that for a
@@ -27,17 +30,8 @@ from __future__ import annotations
 import numpy as np
 
 from .inputs import ParameterTypeError, check_bool, check_memory, input_kernel
-from .kernel_recursion import kernel_step, pair_matrix
-
-
-def tangent_G(J, A, Ba, Bb):
-    """dG for a tangent J of shape (P, P, *T) (Eq. 7.1); A, Ba, Bb from pair_matrix(grad=True)."""
-    P = A.shape[0]
-    idx = np.arange(P)
-    Jd = J[idx, idx]  # (P, *T): dK_aa
-    extra = (None,) * (J.ndim - 2)
-    ex = (slice(None), slice(None)) + extra
-    return A[ex] * J + Ba[ex] * Jd[:, None] + Bb[ex] * Jd[None, :]
+from .kernel_maps import pair_matrix, tangent_G  # noqa: F401  (tangent_G re-exported)
+from .kernel_recursion import kernel_step
 
 
 def tangent_step(net, K, m, s, JK, Jm):
@@ -46,27 +40,7 @@ def tangent_step(net, K, m, s, JK, Jm):
     Returns the new (JK, Jm) before renormalisation (Eq. 7.2-7.4). Jm is stored
     in units of exp(s/2) (see Eq. 7.5), consistently with the normalised m~.
     """
-    a, sw2, phi = net.alpha, net.sigma_w2, net.phi
-    sb2 = net.sigma_b2 * np.exp(-s)
-    if net.block == "full":
-        _, A, Ba, Bb = pair_matrix(phi, K, grad=True)
-        return JK + a * a * sw2 * tangent_G(JK, A, Ba, Bb), Jm
-    if net.block == "feedforward":
-        _, A, Ba, Bb = pair_matrix(phi, K, grad=True)
-        return sw2 * tangent_G(JK, A, Ba, Bb), Jm
-    Z = sw2 * K + sb2
-    _, A, Ba, Bb = pair_matrix(phi, Z, grad=True)
-    dK = JK + a * a * sw2 * tangent_G(JK, A, Ba, Bb)
-    if phi.odd:
-        return dK, Jm
-    P = K.shape[0]
-    idx = np.arange(P)
-    mu, dmu_dz = phi.mean(np.diag(Z))
-    extra = (None,) * (JK.ndim - 2)
-    dmu = (dmu_dz * sw2)[(slice(None),) + extra] * JK[idx, idx]  # (P, *T)
-    cross = Jm[:, None] * mu[(None, slice(None)) + extra] + m[(slice(None), None) + extra] * dmu[None, :]
-    dK = dK + a * (cross + np.swapaxes(cross, 0, 1))
-    return dK, Jm + a * dmu
+    return net.block_type.tangent_step(net, K, m, net.sigma_b2 * np.exp(-s), JK, Jm)
 
 
 def response_function(net, X=None, K0=None, return_log_scale=False):

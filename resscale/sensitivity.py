@@ -20,7 +20,7 @@ from __future__ import annotations
 
 import numpy as np
 
-from .inputs import check_scalar
+from .inputs import Q0_MIN, check_scalar
 
 _TINY = 1e-300
 
@@ -72,7 +72,7 @@ def _reference_trajectory(net, c0, q0, alphas):
     m = np.zeros(a.shape)
     s = np.zeros(a.shape)  # log-scale (homogeneous activations only)
     log_dk = np.zeros(a.shape)
-    block, homog = net.block, phi.homogeneous
+    block, homog = net.block_type, phi.homogeneous
     with np.errstate(over="ignore", invalid="ignore"):
         for _ in range(L):
             q, k, m, s, log_dk = _two_input_step(phi, block, homog, sw2, sb2_raw, a, a2, q, k, m, s, log_dk)
@@ -255,31 +255,15 @@ def _erf_trajectory_scalar(full, sw2, sb2, L, c0, q0, alphas):
 
 
 def _two_input_step(phi, block, homog, sw2, sb2_raw, a, a2, q, k, m, s, log_dk):
-    """One layer of the two-input recursion (Eq. 5.2) for arrays over alphas."""
-    if True:
-        sb2 = sb2_raw * np.exp(-s) if homog else sb2_raw
-        if block == "full":
-            G, A, g = phi.pair_equal(q, k)
-            log_dk += np.log1p(a2 * sw2 * A)
-            q, k = q + a2 * (sw2 * g + sb2), k + a2 * (sw2 * G + sb2)
-        elif block == "reduced":
-            zq, zk = sw2 * q + sb2, sw2 * k + sb2
-            G, A, g = phi.pair_equal(zq, zk)
-            log_dk += np.log1p(a2 * sw2 * A)
-            if phi.odd:
-                q, k = q + a2 * g, k + a2 * G
-            else:
-                mu = phi.mean(zq)[0]
-                drift = 2.0 * a * m * mu
-                q, k, m = q + drift + a2 * g, k + drift + a2 * G, m + a * mu
-        else:
-            G, A, g = phi.pair_equal(q, k)
-            log_dk += np.log(np.maximum(sw2 * A, _TINY))
-            q, k = sw2 * g + sb2, sw2 * G + sb2
-        if homog:  # renormalise every layer: q~ = 1, k~ = c
-            r = np.maximum(q, _TINY)
-            q, k, m = q / r, k / r, m / np.sqrt(r)
-            s = s + np.log(r)
+    """One layer of the two-input recursion (Eq. 5.2) for arrays over alphas (the block's
+    ``two_input_step``, :mod:`resscale.blocks`), with the log-space renormalisation."""
+    sb2 = sb2_raw * np.exp(-s) if homog else sb2_raw
+    q, k, m, dlog = block.two_input_step(phi, sw2, sb2, a, a2, q, k, m)
+    log_dk = log_dk + dlog
+    if homog:  # renormalise every layer: q~ = 1, k~ = c
+        r = np.maximum(q, _TINY)
+        q, k, m = q / r, k / r, m / np.sqrt(r)
+        s = s + np.log(r)
     return q, k, m, s, log_dk
 
 
@@ -291,7 +275,7 @@ def log_sensitivity(net, c0, q0=1.0, alphas=None, strict=True) -> np.ndarray:
     the first such alpha, and ``strict=False`` returns nan there.
     """
     c0 = check_scalar("c0", c0, lo=-1.0, hi=1.0)
-    q0 = check_scalar("q0", q0, lo=0.0, strict_lo=True)
+    q0 = check_scalar("q0", q0, lo=Q0_MIN)
     a = check_alphas(net.alpha if alphas is None else alphas)
     tr = two_input_trajectory(net, c0, q0, a)
     out = tr["log_dk"] + np.log(q0) - tr["log_q"]

@@ -376,34 +376,17 @@ def _simulate_chunk_impl(plan: _Plan, bounds) -> dict:
     tape = None
     if plan.method == "gram":
         bias = net.sigma_b2 > 0
-        tape = _Tape(ops, streams, N * (K + (1 if bias else 0)), net.depth,
-                     _layer_block(N, K, net.depth, bias))
+        draws = net.depth * net.block_type.draws_per_layer
+        tape = _Tape(ops, streams, N * (K + (1 if bias else 0)), draws, _layer_block(N, K, draws, bias))
 
     def kern(hh):
         return ops.numpy(ops.matmul(ops.T(hh), hh)) / N
 
     layers = [kern(h)] if plan.all_layers else None
-    alpha, block = net.alpha, net.block
-    for _ in range(net.depth):
-        if block == "reduced":
-            M = h if dh is None else ops.concat([h, dh])
-        else:
-            A = fn(h)
-            M = A if dh is None else ops.concat([A, d1(h[..., 1:2]) * dh])
-        Y, b = _layer(ops, plan, streams, M, tape)
-        if block == "full":
-            h = h + alpha * (Y[..., :P] + b)
-            if dh is not None:
-                dh = dh + alpha * Y[..., P:]
-        elif block == "reduced":
-            u = Y[..., :P] + b
-            h = h + alpha * fn(u)
-            if dh is not None:
-                dh = dh + alpha * d1(u[..., 1:2]) * Y[..., P:]
-        else:
-            h = Y[..., :P] + b
-            if dh is not None:
-                dh = Y[..., P:]
+    block = net.block_type
+    layer = partial(_layer, ops, plan, streams, tape=tape)
+    for _ in range(net.depth):  # the block's own layer (resscale.blocks), one or two Gaussian draws
+        h, dh = block.simulate_layer(layer, fn, d1, h, dh, net.alpha, P)
         if layers is not None:
             layers.append(kern(h))
 

@@ -3,7 +3,7 @@
 See docs/training.md. Pieces (torch is optional: it is imported inside functions):
 
 * :func:`build_model` -- an MLP-ResNet of exactly the SPEC family (input layer,
-  ``depth`` blocks ``full`` / ``reduced`` / ``feedforward`` with scaling alpha,
+  ``depth`` blocks ``full`` / ``reduced`` / ``two_layer`` / ``feedforward`` with scaling alpha,
   linear readout), initialised with the SPEC variances of a :class:`ResNet`.
 * :func:`train_run` -- train one (depth, alpha, seed) on a dataset of
   :mod:`resscale.datasets`; returns a JSON-friendly record.
@@ -31,7 +31,8 @@ from typing import Optional, Sequence
 import numpy as np
 
 from .datasets import check_dataset_name, load_dataset
-from .network import BLOCKS, ResNet
+from .blocks import BLOCKS, get_block
+from .network import ResNet
 
 OPTIMIZERS = ("adam", "sgd")
 READOUTS = ("normal", "zero")
@@ -152,7 +153,7 @@ def _model_class():
     nn = torch.nn
 
     class MLPResNet(nn.Module):
-        """h^0 = W^0 x + b^0; L blocks (full / reduced / feedforward); logits = W^out h^L + b^out."""
+        """h^0 = W^0 x + b^0; L blocks (full / reduced / two_layer / feedforward); logits = W^out h^L + b^out."""
 
         def __init__(self, d, width, n_classes, depth, alpha, block, activation):
             super().__init__()
@@ -161,22 +162,17 @@ def _model_class():
             self.activation = activation
             self.phi = torch_activation(activation)
             self.inp = nn.Linear(d, width)
-            self.blocks = nn.ModuleList([nn.Linear(width, width) for _ in range(depth)])
+            self.block_type = get_block(block)
+            self.blocks = nn.ModuleList([nn.ModuleList(self.block_type.torch_layers(nn, width))
+                                         for _ in range(depth)])
             self.readout = nn.Linear(width, n_classes)
 
         def features(self, x):
             """The residual stream h^L (before the readout), shape (batch, width)."""
             h = self.inp(x)
-            a, phi = self.alpha, self.phi
-            if self.block == "full":
-                for lin in self.blocks:
-                    h = h + a * lin(phi(h))
-            elif self.block == "reduced":
-                for lin in self.blocks:
-                    h = h + a * phi(lin(h))
-            else:
-                for lin in self.blocks:
-                    h = lin(phi(h))
+            a, phi, bt = self.alpha, self.phi, self.block_type
+            for mods in self.blocks:  # the block's own layer (resscale.blocks)
+                h = bt.torch_forward(mods, h, a, phi)
             return h
 
         def forward(self, x):
@@ -214,9 +210,10 @@ def build_model(net: ResNet, d: int, width: int, n_classes: int, *, seed: int = 
 
     normal_(model.inp.weight, net.sigma_in2 / d)
     normal_(model.inp.bias, net.sigma_bin2)
-    for lin in model.blocks:
-        normal_(lin.weight, net.sigma_w2 / width)
-        normal_(lin.bias, net.sigma_b2)
+    for mods in model.blocks:
+        for lin in mods:  # W^l (and V^l for two_layer) ~ N(0, sigma_w2/N), biases ~ N(0, sigma_b2)
+            normal_(lin.weight, net.sigma_w2 / width)
+            normal_(lin.bias, net.sigma_b2)
     normal_(model.readout.weight, (1.0 / width) if readout == "normal" else 0.0)
     normal_(model.readout.bias, 0.0)
     return model.to(device=device, dtype=dtype)
@@ -417,8 +414,8 @@ def theory_for_depth(config: TrainConfig, depth: int, c0: float, q0: float,
     """
     import warnings
 
-    if config.block == "feedforward":
-        return dict(available=False, error="block 'feedforward' has no residual scaling alpha")
+    if not get_block(config.block).residual:
+        return dict(available=False, error=f"block {config.block!r} has no residual scaling alpha")
     try:
         from .optimal_alpha import optimal_alpha
     except ImportError as exc:  # pragma: no cover - theory modules are part of the package

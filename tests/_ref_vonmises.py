@@ -8,6 +8,8 @@ T of the empirical seed measure Q:
 
   full         x^l = x^{l-1} + alpha chol(C^l) e^l,  C^l = sw2 E_Q[phi(x^{l-1}) phi(x^{l-1})^T] + sb2
   reduced      x^l = x^{l-1} + alpha phi(chol(Z^l) e^l),  Z^l = sw2 E_Q[x^{l-1} x^{l-1}^T] + sb2
+  two_layer    z = chol(Z^l) e1^l,  Sig^l = alpha^2 (sw2 E_Q[phi(z) phi(z)^T] + sb2),  x^l = x^{l-1} + chol(Sig^l) e2^l
+               (two seeds per layer: the neuron's hidden unit and its branch output)
   feedforward  x^l = chol(C^l) e^l,  C^l as for the full block
   T(Q) = E_Q[x^L x^L^T],  x^0 = chol(K0) u^0.
 
@@ -93,12 +95,12 @@ def _mv(A, x):
 def functional(block, act, alpha, sw2, sb2, K0, seeds, eps):
     """T(Q_eps) for every seed (S, 2(L+1)): returns (T, kappa_P) each (S, 2, 2)."""
     S = seeds.shape[0]
-    L = seeds.shape[1] // 2 - 1
+    L = (seeds.shape[1] - 2) // (4 if block == "two_layer" else 2)
     x = _mv(np.linalg.cholesky(K0), seeds[:, :2])
     kap = np.broadcast_to(K0, (S, 2, 2)).copy()
     m = np.zeros((S, 2))
     for l in range(1, L + 1):
-        e = seeds[:, 2 * l:2 * l + 2]
+        e = seeds[:, 2 * l:2 * l + 2] if block != "two_layer" else None
         if block in ("full", "feedforward"):
             D = (1 - eps) * _G(act, kap) + eps * _outer(_phi(act, x))
             C = sw2 * D + sb2
@@ -109,6 +111,13 @@ def functional(block, act, alpha, sw2, sb2, K0, seeds, eps):
             else:
                 x = step
                 kap = C
+        elif block == "two_layer":  # seeds per layer: e1 (hidden unit z), e2 (branch output d)
+            e1, e2 = seeds[:, 2 + 4 * (l - 1):4 + 4 * (l - 1)], seeds[:, 4 + 4 * (l - 1):6 + 4 * (l - 1)]
+            Z = sw2 * ((1 - eps) * kap + eps * _outer(x)) + sb2
+            z = _mv(_chol(Z), e1)
+            Sig = alpha ** 2 * (sw2 * ((1 - eps) * _G(act, Z) + eps * _outer(_phi(act, z))) + sb2)
+            x = x + _mv(_chol(Sig), e2)
+            kap = kap + Sig
         elif block == "reduced":
             Z = sw2 * ((1 - eps) * kap + eps * _outer(x)) + sb2
             z = _mv(_chol(Z), e)
@@ -125,9 +134,9 @@ def _outer2(a, b):
     return a[..., :, None] * b[..., None, :]
 
 
-def seeds_rqmc(L, log2n, rep, seed=0):
-    """Scrambled Sobol points (2^log2n, 2(L+1)) mapped to standard normals (scramble ``rep``)."""
-    sob = qmc.Sobol(d=2 * (L + 1), scramble=True, seed=np.random.default_rng([seed, rep]))
+def seeds_rqmc(L, log2n, rep, seed=0, per_layer=2):
+    """Scrambled Sobol points (2^log2n, 2 + per_layer L) mapped to standard normals (scramble ``rep``)."""
+    sob = qmc.Sobol(d=2 + per_layer * L, scramble=True, seed=np.random.default_rng([seed, rep]))
     u = sob.random_base2(log2n)
     return ndtri(np.clip(u, 1e-15, 1 - 1e-15))
 
@@ -141,7 +150,7 @@ def reference(block, act, L, alpha, sw2, sb2, K0, log2n=15, reps=8, eta=1e-4, se
     K0 = np.asarray(K0, dtype=float)
     Ms, Vs = [], []
     for r in range(reps):
-        w = seeds_rqmc(L, log2n, r, seed)
+        w = seeds_rqmc(L, log2n, r, seed, per_layer=4 if block == "two_layer" else 2)
         Tp, kp = functional(block, act, alpha, sw2, sb2, K0, w, eta)
         T0, _ = functional(block, act, alpha, sw2, sb2, K0, w, 0.0)
         Tm, km = functional(block, act, alpha, sw2, sb2, K0, w, -eta)

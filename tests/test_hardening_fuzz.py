@@ -330,6 +330,10 @@ def _known(fname, pname, value):
 
 def _check(example, counter):
     fname, pname, value = example
+    trace = os.environ.get("RESSCALE_FUZZ_TRACE")
+    if trace:  # the call about to run, so that a process killed by the kernel names its culprit
+        with open(trace, "w") as fh:
+            fh.write(f"{fname}({pname}={value!r})")
     known = _known(fname, pname, value)
     outcome, detail = classify(fname, pname, value, limit=CALL_LIMIT_S if known is None else known[2])
     if known is not None:  # asserted by the strict xfail tests below
@@ -380,12 +384,17 @@ def test_fuzz_public_api_slow():
     import subprocess
     import sys
     if os.environ.get("RESSCALE_FUZZ_CHILD") != "1":
-        env = dict(os.environ, RESSCALE_FUZZ_CHILD="1")
-        r = subprocess.run([sys.executable, "-m", "pytest", "-q", "-p", "no:cacheprovider", "-m", "slow", "-s",
-                            f"{__file__}::test_fuzz_public_api_slow"], env=env, capture_output=True, text=True,
-                           timeout=900)
+        import tempfile
+        with tempfile.TemporaryDirectory() as tmp:
+            trace = os.path.join(tmp, "last_call.txt")
+            # a 4 GB memory limit: a runaway allocation is refused by check_memory instead of the OOM killer
+            env = dict(os.environ, RESSCALE_FUZZ_CHILD="1", RESSCALE_FUZZ_TRACE=trace, RESSCALE_MAX_MEMORY_GB="4")
+            r = subprocess.run([sys.executable, "-m", "pytest", "-q", "-p", "no:cacheprovider", "-m", "slow", "-s",
+                                f"{__file__}::test_fuzz_public_api_slow"], env=env, capture_output=True, text=True,
+                               timeout=900)
+            last = open(trace).read() if os.path.exists(trace) else "(none)"
         print(r.stdout[-3000:])
-        assert r.returncode == 0, r.stdout[-3000:] + r.stderr[-2000:]
+        assert r.returncode == 0, f"exit {r.returncode}; last call: {last}\n" + r.stdout[-3000:] + r.stderr[-2000:]
         return
     _SLOW.clear()
     try:

@@ -41,6 +41,7 @@ def _cli(args):
     ("full", "erf", 0.5, 0.1),
     ("reduced", "relu", 0.5, 0.1),   # non-odd phi: the residual stream has a mean (uncentered kernel)
     ("feedforward", "tanh", 0.0, 0.05),
+    ("two_layer", "relu", 0.5, 0.1),  # V phi(W h + b) + a: two Linear layers per block
 ])
 def test_initial_output_kernel_matches_mean_field(block, activation, alpha, sb2):
     """Khat^L = h^L h^L^T / N of the torch model at init, averaged over 20 inits at N = 512,
@@ -75,15 +76,15 @@ def test_model_init_variances_and_readout():
     net = rs.ResNet(depth=3, alpha=0.2, sigma_w2=2.0, sigma_b2=0.3, sigma_in2=0.5, sigma_bin2=0.7)
     m = build_model(net, d=40, width=300, n_classes=10, seed=0, dtype=torch.float64)
     assert np.isclose(m.inp.weight.var().item(), 0.5 / 40, rtol=0.05)
-    assert np.isclose(m.blocks[0].weight.var().item(), 2.0 / 300, rtol=0.05)
+    assert np.isclose(m.blocks[0][0].weight.var().item(), 2.0 / 300, rtol=0.05)
     assert np.isclose(m.readout.weight.var().item(), 1.0 / 300, rtol=0.1)
-    assert np.isclose(torch.cat([b.bias for b in m.blocks]).var().item(), 0.3, rtol=0.2)
+    assert np.isclose(torch.cat([lin.bias for mods in m.blocks for lin in mods]).var().item(), 0.3, rtol=0.2)
     assert torch.all(m.readout.bias == 0)
     z = build_model(net, d=40, width=30, n_classes=10, seed=0, readout="zero")
     assert torch.all(z.readout.weight == 0)
     # same seed, same network
     m2 = build_model(net, d=40, width=300, n_classes=10, seed=0, dtype=torch.float64)
-    assert torch.equal(m.blocks[2].weight, m2.blocks[2].weight)
+    assert torch.equal(m.blocks[2][0].weight, m2.blocks[2][0].weight)
 
 
 # ------------------------------------------------------------------ data and c0/q0

@@ -24,7 +24,7 @@ def register(app: typer.Typer) -> None:
         q0: float = typer.Option(1.0, "--q0", help="Input norm K^0_aa."),
         width: Optional[int] = typer.Option(None, help="Width N (adds K + M/N and V/N to the output)."),
         activation: str = typer.Option("erf", help="erf, tanh, relu, linear or gelu."),
-        block: str = typer.Option("full", help="full, reduced or feedforward."),
+        block: str = typer.Option("full", help="full, reduced, two_layer or feedforward."),
         sigma_w2: float = typer.Option(1.0, "--sigma-w2", help="Block weight variance (W ~ N(0, sigma_w2/N))."),
         sigma_b2: float = typer.Option(0.0, "--sigma-b2", help="Block bias variance."),
         no_mean: bool = typer.Option(False, "--no-mean", help="Skip M (faster)."),

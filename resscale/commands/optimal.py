@@ -30,7 +30,7 @@ def register(app: typer.Typer) -> None:
         from ..optimal_alpha import NoInteriorMaximumWarning, optimal_alpha
 
         if block == "feedforward":
-            o.fail("--block feedforward has no residual scaling alpha to optimise; use full or reduced")
+            o.fail("--block feedforward has no residual scaling alpha to optimise; use full, reduced or two_layer")
         if not (alpha_min > 0 and alpha_max > alpha_min):
             o.fail(f"need 0 < --alpha-min < --alpha-max, got --alpha-min {alpha_min:g} --alpha-max {alpha_max:g}")
         net = o.make_net(depth, 0.0, sigma_w2, sigma_b2, 1.0, 0.0, activation, block)

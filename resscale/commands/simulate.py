@@ -75,7 +75,7 @@ def register(app: typer.Typer) -> None:
         sigma_in2: float = typer.Option(1.0, "--sigma-in2", help="Input-layer weight variance (with --x-file)."),
         sigma_bin2: float = typer.Option(0.0, "--sigma-bin2", help="Input-layer bias variance (with --x-file)."),
         activation: str = typer.Option("erf", help="erf, tanh, relu, linear or gelu."),
-        block: str = typer.Option("full", help="full, reduced or feedforward."),
+        block: str = typer.Option("full", help="full, reduced, two_layer or feedforward."),
         c0: Optional[float] = typer.Option(None, "--c0", help="Two inputs with correlation c0 (default 0.5 if no file)."),
         q0: float = typer.Option(1.0, "--q0", help="Norm (K0 diagonal) of the two inputs."),
         k0_file: Optional[Path] = typer.Option(None, "--k0-file", help="Input kernel K0 (P, P): .npy, .csv or text."),

@@ -27,7 +27,7 @@ def register(app: typer.Typer) -> None:
         epochs: int = typer.Option(3, help="Training epochs per run."),
         seeds: int = typer.Option(1, help="Number of seeds (0..seeds-1) per (depth, alpha)."),
         activation: str = typer.Option("erf", help="erf, tanh, relu, linear or gelu."),
-        block: str = typer.Option("full", help="full, reduced or feedforward."),
+        block: str = typer.Option("full", help="full, reduced, two_layer or feedforward."),
         sigma_w2: float = typer.Option(1.0, "--sigma-w2", help="Block weight variance (W ~ N(0, sigma_w2/N))."),
         sigma_b2: float = typer.Option(0.0, "--sigma-b2", help="Block bias variance."),
         sigma_in2: float = typer.Option(1.0, "--sigma-in2", help="Input-layer weight variance (W0 ~ N(0, sigma_in2/d))."),

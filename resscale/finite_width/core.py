@@ -8,6 +8,12 @@ from .full import _full_or_ff
 from .interpolated import full_block_interpolated  # Sec. 4.9, Eq. 4.61-4.65
 from .reduced import reduced_block_theory  # Sec. 4.8, Eq. 4.40-4.52
 from .result import FiniteWidthResult
+from .two_layer import two_layer_block_theory  # Sec. 4.11, Eq. 4.70-4.75
+
+# the finite-width engine of each block (resscale.blocks): the per-neuron walk (full), fresh
+# noise per layer (feedforward), closed linear-noise recursions (reduced, two_layer)
+EXACT_THEORY = {"full": _full_or_ff, "feedforward": _full_or_ff, "reduced": reduced_block_theory,
+                "two_layer": two_layer_block_theory}
 
 
 METHODS = ("auto", "exact", "interpolated")
@@ -27,7 +33,7 @@ def resolve_method(net, method):
     method = check_choice("method", method, METHODS)
     if method == "interpolated" and net.block != "full":
         raise ValueError(f"method='interpolated' exists for block='full' only (got block={net.block!r}); "
-                         "the reduced and feed-forward theories are O(L) on the exact path")
+                         "the reduced, two_layer and feed-forward theories are O(L) on the exact path")
     if method == "auto":
         method = "interpolated" if (net.block == "full" and net.depth > EXACT_MAX_DEPTH) else "exact"
     return method
@@ -50,7 +56,7 @@ def finite_width(net, width=None, X=None, K0=None, mean_shift=True, n_r=12, n_t=
 
     Parameters
     ----------
-    net : ResNet (block "full", "reduced" or "feedforward")
+    net : ResNet (block "full", "reduced", "two_layer" or "feedforward")
     width : int >= 1, optional
         Network width N (only used by the convenience properties
         ``expected_kernel`` / ``kernel_covariance``; M and V are N-independent).
@@ -90,10 +96,8 @@ def finite_width(net, width=None, X=None, K0=None, mean_shift=True, n_r=12, n_t=
                  estimate_memory(net, P, method, mean_shift, n_nodes), f"finite_width(method={method!r})")
     if method == "interpolated":
         out = full_block_interpolated(net, K0, compute_mean=mean_shift, n_nodes=n_nodes, n_r=n_r, n_t=n_t)
-    elif net.block in ("full", "feedforward"):
-        out = _full_or_ff(net, K0, compute_mean=mean_shift, n_r=n_r, n_t=n_t)
     else:
-        out = reduced_block_theory(net, K0, compute_mean=mean_shift, n_r=n_r, n_t=n_t)
+        out = EXACT_THEORY[net.block](net, K0, compute_mean=mean_shift, n_r=n_r, n_t=n_t)
     M = out.get("M", np.full((P, P), np.nan))
     return FiniteWidthResult(net=net, K0=K0, kernel=out["Ks"][-1], mean_shift=M,
                              covariance=out["V"], covariance_independent=out["V_ind"], width=width,

@@ -3,7 +3,7 @@ from __future__ import annotations
 
 import numpy as np
 
-from ..inputs import check_scalar, two_input_kernel
+from ..inputs import Q0_MIN, check_scalar, two_input_kernel
 from ..sensitivity import sensitivity
 from .core import _check_width, finite_width
 
@@ -34,7 +34,7 @@ def _mean_corr(K, M, V, width, a=0, b=1):
 
 def _check_sens_args(c0, q0, alphas, net, dc):
     c0 = check_scalar("c0", c0, lo=-1.0, hi=1.0)
-    q0 = check_scalar("q0", q0, lo=0.0, strict_lo=True)
+    q0 = check_scalar("q0", q0, lo=Q0_MIN)
     scalar = alphas is None
     alphas = np.atleast_1d(np.asarray(net.alpha if alphas is None else alphas, dtype=float))
     if alphas.ndim != 1 or not np.all(np.isfinite(alphas)) or np.any(alphas < 0):
