@@ -231,3 +231,13 @@ def test_finite_width_sensitivity_against_simulation():
         s, se = sim.sensitivity()
         th = rs.sensitivity_finite_width(net, c0, q0, N)
         assert abs(th - s) < 4 * se + 0.25 * abs(th - S_inf), (N, th, s, se, S_inf)
+
+
+def test_torch_backend_matches_theory():
+    """The torch sampler (same block object) reproduces E Khat^L = K + M/N at N = 64 within 4 SE."""
+    pytest.importorskip("torch")
+    net = net2(depth=5, alpha=0.5, sigma_w2=1.0, sigma_b2=0.1)
+    fw = rs.finite_width(net, K0=K0, width=64)
+    k = rs.simulate(net, width=64, n_networks=4000, K0=K0, seed=2, backend="torch").kernels
+    se = k.std(0, ddof=1) / math.sqrt(k.shape[0])
+    assert np.all(np.abs(k.mean(0) - fw.expected_kernel) <= 4 * se), (k.mean(0), fw.expected_kernel, se)
