@@ -42,7 +42,7 @@ from pathlib import Path
 ROOT = Path(__file__).resolve().parents[1]
 START, END = "<!-- mutation:start -->", "<!-- mutation:end -->"
 # fast physics tests run first so that caught mutants fail fast under -x
-FIRST = ["tests/test_physics_power.py"]
+FIRST = ["tests/test_physics_power.py", "tests/test_two_layer.py"]
 FIRST_SLOW = ["tests/test_physics_power_slow.py"]
 TIMEOUT = 1800  # seconds per pytest run
 
@@ -70,8 +70,8 @@ MUTANTS = [
      "interpolated M: self-interaction x1.1"),
     ("I_CURV_x0.9", FW + "interpolated.py", "s * (curv[l] + 2.0 * Sf[l])", "s * (0.9 * curv[l] + 2.0 * Sf[l])",
      "interpolated M: curvature Psi'':Sigma x0.9"),
-    ("I_SIGX_x1.1", FW + "interpolated.py", "+ s * (T[l] @ X[l] + X[l].T @ T[l].T)",
-     "+ 1.1 * s * (T[l] @ X[l] + X[l].T @ T[l].T)", "interpolated M: walk cross term X(l) in Sigma x1.1"),
+    ("I_SIGX_x1.1", FW + "interpolated.py", "+ s * (T[l] @ X[l] + _tr(X[l]) @ _tr(T[l]))",
+     "+ 1.1 * s * (T[l] @ X[l] + _tr(X[l]) @ _tr(T[l]))", "interpolated M: walk cross term X(l) in Sigma x1.1"),
     ("I_SIGD_x0.9", FW + "interpolated.py", "+ s * s * Cdiag[l]", "+ 0.9 * s * s * Cdiag[l]",
      "interpolated M: same-layer Cov(nu) in Sigma x0.9"),
     ("I_XI_x1.1", FW + "interpolated.py", "Y = s * Js[k] + Y @ T[k]", "Y = 1.1 * s * Js[k] + Y @ T[k]",
