@@ -3,6 +3,7 @@ cost of the same accuracy.
 
     python benchmarks/bench_finite_width_scale.py            # table (a few minutes on 2 cores)
     python benchmarks/bench_finite_width_scale.py --quick    # skip the exact L = 300 and P = 3 rows
+    python benchmarks/bench_finite_width_scale.py --inputs   # P growth: P = 2, 3, 5, 10 at L = 100, 1000
 
 Prints one table: case, path, wall time, peak traced memory (tracemalloc: NumPy buffers
 included), relative deviation from the exact path where it was run, and the path's own error
@@ -40,10 +41,55 @@ def rel(a, b):
     return float(np.max(np.abs(a - b)) / np.max(np.abs(b)))
 
 
+def kernel_of(P, seed=1, d=8):
+    """Unit-diagonal data kernel of P random inputs (the P-growth rows)."""
+    rng = np.random.default_rng(seed)
+    X = rng.normal(size=(P, d))
+    K = X @ X.T / d + 0.2 * np.eye(P)
+    s = np.sqrt(np.diag(K))
+    return K / np.outer(s, s)
+
+
+def inputs_table(Ps=(2, 3, 5, 10), Ls=(100, 1000), exact_max=(3, 40)):
+    """P growth of the node path (erf, alpha = 0.1 at L = 100, 0.03 at L = 1000). The peer is the exact
+    path where it is feasible (P <= exact_max[0] at L = exact_max[1], raised order (24, 16) as the
+    reference: the exact path's default quadrature is the less accurate one for P >= 3)."""
+    print(f"{'case':28s} {'path':13s} {'time s':>8s} {'peak GB':>8s} {'dev V':>9s} {'dev M':>9s} {'est V':>9s} {'est M':>9s}")
+    for P in Ps:
+        K0 = kernel_of(P)
+        for L in Ls:
+            net = rs.ResNet(depth=L, alpha=0.1 if L <= 100 else 0.03)
+            fa, ta, pa = measure(net, K0, "interpolated")
+            e = fa.extras["interp_error"]
+            print(f"{f'erf P={P} L={L}':28s} {'interpolated':13s} {ta:8.2f} {pa:8.3f} {'':9s} {'':9s} {e['V']:9.1e} {e['M']:9.1e}",
+                  flush=True)
+        if P <= exact_max[0]:
+            L = exact_max[1]
+            net = rs.ResNet(depth=L, alpha=0.3, sigma_b2=0.1)
+            t = time.perf_counter()
+            fe = rs.finite_width(net, K0=K0, method="exact", n_r=24, n_t=16)
+            te = time.perf_counter() - t
+            fd, td, _ = measure(net, K0, "exact", memory=False)
+            fa, ta, pa = measure(net, K0, "interpolated", memory=False)
+            name = f"erf P={P} L={L} a=0.3 sb2=.1"
+            print(f"{name:28s} {'exact(24,16)':13s} {te:8.2f}")
+            print(f"{name:28s} {'exact':13s} {td:8.2f} {'':8s} {rel(fd.covariance, fe.covariance):9.1e} "
+                  f"{rel(fd.mean_shift, fe.mean_shift):9.1e}")
+            e = fa.extras["interp_error"]
+            print(f"{name:28s} {'interpolated':13s} {ta:8.2f} {'':8s} {rel(fa.covariance, fe.covariance):9.1e} "
+                  f"{rel(fa.mean_shift, fe.mean_shift):9.1e} {e['V']:9.1e} {e['M']:9.1e}", flush=True)
+
+
 def main():
     ap = argparse.ArgumentParser()
     ap.add_argument("--quick", action="store_true")
+    ap.add_argument("--inputs", action="store_true", help="only the P-growth table")
+    ap.add_argument("--P", type=int, nargs="*", default=[2, 3, 5, 10], help="P values of --inputs")
+    ap.add_argument("--L", type=int, nargs="*", default=[100, 1000], help="depths of --inputs")
     args = ap.parse_args()
+    if args.inputs:
+        inputs_table(tuple(args.P), tuple(args.L))
+        return
     rows = []
     cases = [("erf", 100, 0.1, K2, True), ("erf", 300, 0.1, K2, not args.quick), ("erf", 1000, 0.1, K2, False),
              ("erf", 10000, 0.02, K2, False), ("relu", 1000, 0.05, K2, False)]

@@ -80,8 +80,8 @@ MUTANTS = [
      't = 1.1 * np.einsum("kij,kjl->il", A[:L - 1], Rall)', "interpolated V: cross-layer row sums x1.1"),
     ("I_CFK_x0.9", FW + "interpolated.py", 't = np.einsum("kij,kjl->il", A, CfK)',
      't = 0.9 * np.einsum("kij,kjl->il", A, CfK)', "interpolated V: Cov(f, hh) term x0.9"),
-    ("I_DIAG_x1.1", FW + "interpolated.py", 'np.einsum("kij,kjl,kml->im", A, Cdiag, A)',
-     '1.1 * np.einsum("kij,kjl,kml->im", A, Cdiag, A)', "interpolated V: same-layer term x1.1"),
+    ("I_DIAG_x1.1", FW + "interpolated.py", 'np.einsum("kij,kjl,kml->im", A, Cdiag, A, optimize=True)',
+     '1.1 * np.einsum("kij,kjl,kml->im", A, Cdiag, A, optimize=True)', "interpolated V: same-layer term x1.1"),
     # ---- full block M (full.py)
     ("F_SELF_x1.1", FW + "full.py", "Msrc[l] = curv + 2.0 * selfterm", "Msrc[l] = curv + 2.2 * selfterm",
      "full M: self-interaction term x1.1"),

@@ -1,9 +1,143 @@
 """Four-point functions of the per-neuron Gaussian walk, Cov(h^k, h^m) = K^min(k,m) (docs/theory.md Sec. 4.6-4.7, Eq. 4.8, 4.30)."""
 from __future__ import annotations
 
-import numpy as np
+import math
+from functools import lru_cache
 
-from ..gaussian_quadrature import gaussian_expectation, make_inner
+import numpy as np
+from scipy import special
+
+from ..gaussian_quadrature import bvn_cdf, gaussian_expectation, inner_bundle, inner_forms, make_inner
+
+# ---------------------------------------------------------------- fast erf inner expectations (Sec. 4.10)
+# E[erf(Y1) erf(Y2)] = E1 E2 + 4 [Phi2(-a1, -a2; rho) - Phi(-a1) Phi(-a2)] (Eq. 4.31), with the bivariate
+# part as Drezner-Wesolowsky / Genz's integral over theta in [0, asin rho] by Gauss-Legendre, the node count
+# by |rho| class (3 / 4 / 6 / 8 / 14 nodes up to |rho| = 0.1 / 0.3 / 0.5 / 0.75 / 0.925: absolute error
+# < 2e-11, measured against Owen's T) and Owen's T beyond. rho is one number per row (the conditional
+# covariance does not depend on the outer point), so the nodes are per row and the work per point is a few
+# exponentials: 3-4x faster than two Owen's T (Sec. 4.10).
+_GL_CLASSES = ((0.1, 3), (0.3, 4), (0.5, 6), (0.75, 8), (0.925, 14))
+
+
+@lru_cache(maxsize=8)
+def _gl01(n):
+    x, w = np.polynomial.legendre.leggauss(n)
+    return 0.5 * (x + 1.0), 0.5 * w
+
+
+def _phi2_excess(a1, a2, rho):
+    """4 [Phi2(-a1, -a2; rho) - Phi(-a1) Phi(-a2)] for rows: a1, a2 (R, n), rho (R,)."""
+    a1, a2 = np.broadcast_arrays(a1, a2)
+    rho = np.asarray(rho, dtype=float).reshape(-1)
+    out = np.zeros(a1.shape)
+    ar = np.abs(rho)
+    done = ar < 1e-300
+    for lim, n in _GL_CLASSES:
+        sel = np.flatnonzero(~done & (ar < lim))
+        done[sel] = True
+        if sel.size == 0:
+            continue
+        t, w = _gl01(n)
+        x1, x2 = a1[sel], a2[sel]
+        hk = x1 * x2
+        hs = 0.5 * (x1 * x1 + x2 * x2)
+        asr = np.arcsin(rho[sel])[:, None]
+        sn = np.sin(asr * t)                                  # (r, n)
+        inv = 1.0 / (1.0 - sn * sn)
+        acc = np.zeros(hk.shape)
+        tmp = np.empty(hk.shape)
+        for j in range(n):
+            np.multiply(hk, sn[:, j, None], out=tmp)
+            tmp -= hs
+            tmp *= inv[:, j, None]
+            np.exp(tmp, out=tmp)
+            tmp *= w[j]
+            acc += tmp
+        acc *= (2.0 / math.pi) * asr
+        out[sel] = acc
+    rest = np.flatnonzero(~done)
+    if rest.size:
+        x1, x2, r = a1[rest], a2[rest], rho[rest][:, None]
+        out[rest] = 4.0 * (bvn_cdf(-x1, -x2, r) - special.ndtr(-x1) * special.ndtr(-x2))
+    return out
+
+
+def erf_pair_fast(m1, m2, v1, v2, c):
+    """E[erf(Y1) erf(Y2)], Y ~ N((m1, m2), [[v1, c], [c, v2]]); m (R, n), v1, v2, c (R,) or (R, 1).
+    Same value as :func:`resscale.gaussian_quadrature._erf_pair` (to ~1e-15)."""
+    v1, v2, c = (np.asarray(x, dtype=float).reshape(-1, 1) for x in (v1, v2, c))
+    s1, s2 = np.sqrt(2.0 * v1 + 1.0), np.sqrt(2.0 * v2 + 1.0)
+    mu1, mu2 = m1 / s1, m2 / s2
+    rho = (2.0 * c / (s1 * s2))[:, 0]
+    return special.erf(mu1) * special.erf(mu2) + _phi2_excess(math.sqrt(2.0) * mu1, math.sqrt(2.0) * mu2, rho)
+
+
+def _erf_bundle_fast(m, S, want):
+    """:func:`resscale.gaussian_quadrature.inner_bundle` for erf with the fast bivariate part (pp, sq0, sq1);
+    the mean-derivative keys (closed forms without Owen's T) from the original bundle."""
+    from ..gaussian_quadrature import _erf_bundle
+    want = set(want)
+    out = {}
+    m1, m2 = m[..., 0], m[..., 1]
+    v1, v2, c = S[:, 0, 0], S[:, 1, 1], S[:, 0, 1]
+    if "pp" in want:
+        out["pp"] = erf_pair_fast(m1, m2, v1, v2, c)
+    if "sq0" in want:
+        out["sq0"] = erf_pair_fast(m1, m1, v1, v1, v1)
+    if "sq1" in want:
+        out["sq1"] = erf_pair_fast(m2, m2, v2, v2, v2)
+    rest = want - {"pp", "sq0", "sq1"}
+    if rest:
+        out.update(_erf_bundle(m1, m2, v1[:, None], v2[:, None], c[:, None], rest))
+    return out
+
+
+def _gh_bundle(phi, m, S, want, n_gh=32, block=2_000_000):
+    """Quadrature activations (tanh, gelu, callables): all pair keys of :func:`inner_bundle`
+    (pp, d11, d20, d02) from ONE Gauss-Hermite pass (order n_gh^2 on the conditional law, as
+    ``make_inner``), the mean-derivatives as E[phi' phi'], E[phi'' phi], E[phi phi''] with the
+    activation's own derivatives on the same nodes, instead of one pass per key plus central
+    differences (3-4 passes each): ~10x fewer activation evaluations."""
+    from ..gaussian_quadrature import _gh
+    x, w = _gh(n_gh)
+    b, n = m.shape[0], m.shape[1]
+    v1, v2, c = S[:, 0, 0], S[:, 1, 1], S[:, 0, 1]
+    s1 = np.sqrt(np.maximum(v1, 0.0))
+    r = c / np.maximum(s1, 1e-300)
+    t = np.sqrt(np.maximum(v2 - r * r, 0.0))
+    keys = [k for k in ("pp", "d11", "d20", "d02") if k in want]
+    out = {k: np.empty((b, n)) for k in keys}
+    ww = np.outer(w, w)
+    rows = max(1, block // (n * n_gh * n_gh))
+    for i0 in range(0, b, rows):
+        sl = slice(i0, i0 + rows)
+        y1 = m[sl, :, 0, None] + s1[sl, None, None] * x                                  # (r, n, g)
+        y2 = (m[sl, :, 1, None, None] + r[sl, None, None, None] * x[:, None]
+              + t[sl, None, None, None] * x[None, :])                                     # (r, n, g, g)
+        f2 = phi.fn(y2)
+        if "pp" in out or "d20" in out:
+            g1 = phi.fn(y1)
+        if "pp" in out:
+            out["pp"][sl] = np.einsum("rni,rnij,ij->rn", g1, f2, ww)
+        if "d11" in out:
+            out["d11"][sl] = np.einsum("rni,rnij,ij->rn", phi.d1(y1), phi.d1(y2), ww)
+        if "d20" in out:
+            out["d20"][sl] = np.einsum("rni,rnij,ij->rn", phi.d2(y1), f2, ww)
+        if "d02" in out:
+            out["d02"][sl] = np.einsum("rni,rnij,ij->rn", phi.fn(y1), phi.d2(y2), ww)
+    rest = [k for k in want if k not in out]
+    if rest:
+        out.update(inner_bundle(phi, m, S, want=tuple(rest)))
+    return out
+
+
+def _bundle(phi, m, S, want):
+    name = getattr(phi, "name", "")
+    if name == "erf":
+        return _erf_bundle_fast(m, S, want)
+    if name in ("relu", "linear") or not (hasattr(phi, "d1") and hasattr(phi, "d2")):
+        return inner_bundle(phi, m, S, want=want)
+    return _gh_bundle(phi, m, S, want)
 
 
 class _PairIntegrals:
@@ -59,8 +193,7 @@ class _PairIntegrals:
         resolved at any kernel size. Returns a dict key -> (L+1, L+1) array, upper
         triangle filled; keys as in :meth:`cross`.
         """
-        from ..gaussian_quadrature import (_chol2, _outer_points_1d_split, _outer_points_2d_split,
-                                          inner_bundle)
+        from ..gaussian_quadrature import _chol2, _outer_points_1d_split, _outer_points_2d_split
         Ks, L = self.Ks, self.Ks.shape[0] - 1
         phi = self.phi
         nan = np.full((L + 1, L + 1), np.nan)
@@ -92,7 +225,7 @@ class _PairIntegrals:
             uk = u[k_]
             last = m_ == L
             sel = ~last
-            vals = inner_bundle(phi, uk[sel], S[sel], want=tuple(pp_keys)) if np.any(sel) else {}
+            vals = _bundle(phi, uk[sel], S[sel], tuple(pp_keys)) if np.any(sel) else {}
             if np.any(last):
                 x0, x1 = uk[last][..., 0], uk[last][..., 1]
                 Sl = S[last]
@@ -122,7 +255,7 @@ class _PairIntegrals:
                 beta = kc / var[:, None]
                 Sx = Kk - np.einsum("bi,bj->bij", kc, beta)
                 Sx = 0.5 * (Sx + np.swapaxes(Sx, 1, 2))
-                vals = inner_bundle(phi, y[..., None] * beta[:, None, :], Sx, want=("pp", "sq0", "sq1"))
+                vals = _bundle(phi, y[..., None] * beta[:, None, :], Sx, ("pp", "sq0", "sq1"))
                 for key, ab in (("sq0", (0, 0)), ("pp", (0, 1)), ("sq1", (1, 1))):
                     for d, gw in g.items():
                         put((ab, (c, c), "phi", d), kk, mm, np.einsum("bm,bm->b", gw, vals[key]))
@@ -221,3 +354,146 @@ class _PairIntegrals:
             return gaussian_expectation(S, len(outer), ofn, None, 3 * self.n_r, 2 * self.n_t)
         kind = "sq" if (len(inner) == 1 and inner[0][1] == 2) else ("p" if len(inner) == 1 else "pp")
         return gaussian_expectation(S, len(outer), ofn, make_inner(self.phi, kind), 3 * self.n_r, 2 * self.n_t)
+
+
+# ---------------------------------------------------------------- fused tables for any P (Sec. 4.10)
+def _inner_cols(phi, M, S, rc, sc, lin=False):
+    """Inner conditional expectations for the column pairs (rc, sc) (ncol,) given the conditional
+    means M (b, n_o, P) and covariance S (b, P, P): E[g(y_r) g(y_s)] (b, ncol, n_o), g = phi
+    (or the identity, ``lin``). Diagonal columns r = s give E[g(y_r)^2]."""
+    b, n_o, _ = M.shape
+    MT = np.swapaxes(M, 1, 2)                                             # (b, P, n_o)
+    v1, v2, c = S[:, rc, rc], S[:, sc, sc], S[:, rc, sc]                    # (b, ncol)
+    if lin:
+        return MT[:, rc] * MT[:, sc] + c[..., None]
+    name = getattr(phi, "name", "")
+    if name == "erf":
+        t = np.sqrt(1.0 + 2.0 * np.maximum(np.diagonal(S, axis1=1, axis2=2), 0.0))      # (b, P)
+        mu = MT / t[:, :, None]
+        E = special.erf(mu)
+        rho = 2.0 * c / (t[:, rc] * t[:, sc])
+        a1 = math.sqrt(2.0) * mu[:, rc].reshape(-1, n_o)
+        a2 = math.sqrt(2.0) * mu[:, sc].reshape(-1, n_o)
+        ex = _phi2_excess(a1, a2, rho.reshape(-1)).reshape(b, len(rc), n_o)
+        return E[:, rc] * E[:, sc] + ex
+    _, sq, pair = inner_forms(phi)
+    diag = rc == sc
+    out = np.empty((b, len(rc), n_o))
+    if name in ("relu", "linear"):
+        if np.any(~diag):
+            j = np.flatnonzero(~diag)
+            out[:, j] = pair(MT[:, rc[j]], MT[:, sc[j]], v1[:, j, None], v2[:, j, None], c[:, j, None])
+        if np.any(diag):
+            j = np.flatnonzero(diag)
+            out[:, j] = sq(MT[:, rc[j]], v1[:, j, None])
+        return out
+    for j in range(len(rc)):                   # quadrature activations: Gauss-Hermite inner, one column at a time
+        if diag[j]:
+            out[:, j] = sq(MT[:, rc[j]], v1[:, j, None])
+        else:
+            out[:, j] = pair(MT[:, rc[j]], MT[:, sc[j]], v1[:, j, None], v2[:, j, None], c[:, j, None])
+    return out
+
+
+def _pair_grid(phi, Kk, p, q, n_r, n_t, split_c, slots):
+    """Shared outer grid of (x_p, x_q) ~ N(0, K^k) per layer (composite radial rule, arcs split at the
+    axes, as the P = 2 tables); outer weights f_x(u) w for the rows x in slots (0: pq, 1: pp, 2: qq);
+    regression of every x_r on (x_p, x_q) and the conditional covariance. Kk (n, P, P)."""
+    from ..gaussian_quadrature import _chol2, _outer_points_2d_split
+    K2 = Kk[:, [p, q]][:, :, [p, q]]
+    A = _chol2(K2)
+    lam = np.linalg.eigvalsh(K2)[:, -1]
+    u, w = _outer_points_2d_split(A, A.copy(), n_r, n_t, split_c / np.sqrt(np.maximum(lam, 1.0)), n_r)
+    fx = phi.fn(u)
+    W3 = np.stack([fx[..., 0] * fx[..., 1] * w, fx[..., 0] ** 2 * w, fx[..., 1] ** 2 * w], axis=-1)[..., slots]
+    Kx = Kk[:, :, [p, q]]                                              # (n, P, 2)
+    Breg = np.einsum("bri,bij->brj", Kx, np.linalg.pinv(K2, hermitian=True))
+    Breg[:, p] = [1.0, 0.0]
+    Breg[:, q] = [0.0, 1.0]
+    Kc = Kk - np.einsum("brj,bsj->brs", Breg, Kx)
+    Kc[:, [p, q], :] = 0.0
+    Kc[:, :, [p, q]] = 0.0
+    Kc = 0.5 * (Kc + np.swapaxes(Kc, 1, 2))
+    return np.einsum("bui,bri->bur", u, Breg), W3, Kc
+
+
+def walk_tables_general(phi, Ks, n_r=12, n_t=8, split_c=3.0, same=True, chunk=1_000_000):
+    """Raw four-point tables of the walk for any P on shared grids (docs/theory.md Sec. 4.10).
+
+    Ks (n+1, P, P): kernels of increasing layers, the last one the output. For every outer pair
+    p < q the earlier variables (x_p, x_q) = (h^k_p, h^k_q) get ONE polar grid per layer k (split at
+    the axes, composite radial rule as in the P = 2 tables); every later variable y_r = h^m_r is,
+    given (x_p, x_q), Gaussian with mean B_r (x_p, x_q) (regression on K^k) and covariance
+    K^k_{rs|pq} + K^m_rs - K^k_rs (Eq. 4.8), so every inner column pair rs shares that grid and the
+    inner expectations are closed forms (erf: :func:`erf_pair_fast`). Rows x in {pq, pp, qq} come
+    from the grid pq (diagonal rows from the first grid holding them): P(P-1)/2 grids, each inner
+    evaluation serves three rows.
+
+    Returns, over symmetric-pair coordinates x, y (:func:`resscale.finite_width.linalg.sym_pairs_index`):
+      cross (n(n-1)/2, Q, Q) E[f_x(h^k) f_y(h^m)] for k < m < last, np.triu_indices(n, 1) order
+      lin   (n, Q, Q)        E[f_x(h^k) h^L_c h^L_d]
+      same  (n, Q, Q)        E[f_x(h^k) f_y(h^k)] (same layer: twice the angular order, each
+                             distinct index multiset {x, y} evaluated once)
+    """
+    from .linalg import sym_pairs_index
+    n = Ks.shape[0] - 1
+    P = Ks.shape[1]
+    sp, idx, _, _ = sym_pairs_index(P)
+    Q = len(sp)
+    rc = np.array([a for a, b in sp])
+    sc = np.array([b for a, b in sp])
+    kk, mm = np.triu_indices(n, 1)
+    cross = np.full((kk.size, Q, Q), np.nan)
+    lin = np.full((n, Q, Q), np.nan)
+    same_t = np.full((n, Q, Q), np.nan)
+    done_diag = np.zeros(P, dtype=bool)
+    gen = getattr(phi, "name", "") not in ("erf", "relu", "linear")
+    Kk = Ks[:n]
+    ka = np.arange(n)
+    ms_done = {}
+    for p in range(P):
+        for q in range(p + 1, P):
+            rows, slots = [idx[p, q]], [0]
+            for r_, sl in ((p, 1), (q, 2)):
+                if not done_diag[r_]:
+                    done_diag[r_] = True
+                    rows.append(idx[r_, r_])
+                    slots.append(sl)
+            M_all, W3, Kc = _pair_grid(phi, Kk, p, q, n_r, n_t, split_c, slots)
+            n_o = M_all.shape[1]
+            step = max(1, chunk // (n_o * Q * (256 if gen else 1)))
+
+            def run(k_, S, lin_=False, cols=slice(None), M=M_all, W=W3):
+                vals = _inner_cols(phi, M[k_], S, rc[cols], sc[cols], lin=lin_)      # (b, ncol, n_o)
+                return np.einsum("bux,byu->bxy", W[k_], vals)
+
+            for s0 in range(0, kk.size, step):
+                k_, m_ = kk[s0:s0 + step], mm[s0:s0 + step]
+                S = Kc[k_] + Ks[m_] - Ks[k_]
+                cross[s0:s0 + step, rows] = run(k_, 0.5 * (S + np.swapaxes(S, 1, 2)))
+            for s0 in range(0, n, step):
+                k_ = ka[s0:s0 + step]
+                S = Kc[k_] + Ks[n][None] - Ks[k_]
+                lin[k_[:, None], rows] = run(k_, 0.5 * (S + np.swapaxes(S, 1, 2)), True)
+            if not same:
+                continue
+            # same layer: only the index multisets not met before, on a finer angular grid
+            need = {}
+            for x in rows:
+                for y in range(Q):
+                    key = tuple(sorted(sp[x] + sp[y]))
+                    if key not in ms_done and key not in need:
+                        need[key] = (x, y)
+            if not need:
+                continue
+            cols = np.array(sorted({y for _, y in need.values()}))
+            Ms, Ws, _ = _pair_grid(phi, Kk, p, q, n_r, 2 * n_t, split_c, slots)
+            vals = np.concatenate([run(ka[s0:s0 + step], Kc[s0:s0 + step], cols=cols, M=Ms, W=Ws)
+                                   for s0 in range(0, n, step)])                 # (n, rows, ncols)
+            for key, (x, y) in need.items():
+                ms_done[key] = vals[:, rows.index(x), int(np.searchsorted(cols, y))]
+    if same:
+        for x in range(Q):
+            for y in range(Q):
+                same_t[:, x, y] = ms_done[tuple(sorted(sp[x] + sp[y]))]
+    return cross, lin, same_t
