@@ -59,6 +59,13 @@ def parse_args(argv=None):
     p.add_argument("--other-activations", action="store_true",
                    help="also time the S grid pass for tanh and gelu (quadrature path) at --other-depth")
     p.add_argument("--other-depth", type=int, default=100)
+    p.add_argument("--tabulated", action="store_true",
+                   help="issue 9: optimal_alpha for tanh, gelu and a softplus callable, tabulated pair functions "
+                        "(resscale.tabulated_pairs) vs the quadrature reference, at --tabulated-depths")
+    p.add_argument("--tabulated-depths", default="1000", help="comma-separated depths for --tabulated")
+    p.add_argument("--tabulated-acts", default="tanh,gelu,softplus", help="activations for --tabulated")
+    p.add_argument("--no-quadrature-above", type=int, default=10**9,
+                   help="--tabulated: skip the (slow) quadrature reference at depths above this")
     p.add_argument("--nt-python", default=str(NT_PYTHON), help="python of the neural-tangents venv")
     p.add_argument("--nt-timeout", type=float, default=1800.0, help="seconds before the NT run is abandoned")
     p.add_argument("--json", default=None, help="also write all measurements to this JSON file")
@@ -157,7 +164,59 @@ def run_resscale(a, X):
             out[f"sensitivity_grid_{act}_L{a.other_depth}"] = {"steady_s": t_act, "erf_s": t_erf}
             print(f"[resscale] log_sensitivity grid, {act} L={a.other_depth}: {t_act:.2f} s "
                   f"(erf {t_erf * 1e3:.1f} ms, ratio {t_act / t_erf:.0f}x)", flush=True)
+    if a.tabulated:
+        out["tabulated"] = run_tabulated(a)
     return out, K, np.exp(logS)
+
+
+def _activation(name):
+    if name == "softplus":   # a user callable (quadrature, phi' and phi'' by finite differences)
+        return rs.from_callable(lambda u: np.logaddexp(0.0, u), name="softplus")
+    return name
+
+
+def run_tabulated(a):
+    """optimal_alpha (200 alphas, c0) with tables vs quadrature, same process, back to back."""
+    from resscale import tabulated_pairs as tp
+    res = []
+    net_erf = rs.ResNet(depth=1000, activation="erf")
+    for L in (int(x) for x in a.tabulated_depths.split(",")):
+        with warnings.catch_warnings():
+            warnings.simplefilter("ignore")
+            _, t_erf, r_erf, _ = best_of(lambda: rs.optimal_alpha(net_erf.replace(depth=L), c0=a.c0,
+                                                                  n_grid=a.n_alphas), 1)
+        for name in a.tabulated_acts.split(","):
+            net = rs.ResNet(depth=L, activation=_activation(name))
+            grid = np.logspace(-4, 2, a.n_alphas)
+            row = {"activation": name, "L": L, "erf_s": t_erf}
+            with warnings.catch_warnings():
+                warnings.simplefilter("ignore")
+                with tp.mode("auto"):
+                    t = time.perf_counter()
+                    r1 = rs.optimal_alpha(net, c0=a.c0, n_grid=a.n_alphas)
+                    row["tab_first_s"] = time.perf_counter() - t      # includes building the table
+                    T = tp.tabulated(net.phi, build=False)
+                    row["build_s"] = T.build_seconds if T is not None else None
+                    t = time.perf_counter()
+                    r1 = rs.optimal_alpha(net, c0=a.c0, n_grid=a.n_alphas)
+                    row["tab_s"] = time.perf_counter() - t
+                    l1 = rs.log_sensitivity(net, a.c0, 1.0, grid, strict=False)
+                row.update(tab_alpha=r1.alpha, tab_analytic=r1.alpha_analytic)
+                if L <= a.no_quadrature_above:
+                    with tp.mode("never"):
+                        t = time.perf_counter()
+                        r0 = rs.optimal_alpha(net, c0=a.c0, n_grid=a.n_alphas)
+                        row["quad_s"] = time.perf_counter() - t
+                        l0 = rs.log_sensitivity(net, a.c0, 1.0, grid, strict=False)
+                    ok = np.isfinite(l0) & np.isfinite(l1)
+                    row.update(quad_alpha=r0.alpha, quad_analytic=r0.alpha_analytic,
+                               max_dlogS=float(np.max(np.abs(l1 - l0)[ok])) if ok.any() else None,
+                               alpha_rel=abs(r1.alpha / r0.alpha - 1.0),
+                               analytic_rel=abs(r1.alpha_analytic / r0.alpha_analytic - 1.0))
+            print(f"[resscale] tabulated {name} L={L}: " + ", ".join(
+                f"{k}={v:.4g}" if isinstance(v, float) else f"{k}={v}" for k, v in row.items()), flush=True)
+            res.append(row)
+    return res
 
 
 def run_nt(a, X, tmp):
@@ -288,6 +347,13 @@ def main(argv=None):
         row(f"{sname}: NT eager, net rebuilt per alpha", oa["steady_s"], e["steady_s"],
             f"NT: {e['alphas_timed']} alphas timed, extrapolated")
 
+    for r in rs_res.get("tabulated", []):
+        q = r.get("quad_s")
+        note = (f"quadrature {fmt_t(q)} ({q / r['tab_s']:.0f}x); " if q else "") + \
+            f"table build {fmt_t(r['build_s'])}; erf {fmt_t(r['erf_s'])}; " + \
+            (f"max |d log S| {r['max_dlogS']:.1e}, alpha* rel {r['alpha_rel']:.1e}" if q else "")
+        row(f"optimal_alpha {r['activation']}, {a.n_alphas} alphas, L={r['L']}: tabulated (2nd call)", r["tab_s"],
+            None, note)
     head = ("work item", "resscale", "neural-tangents", "NT/resscale", "CPU s rs / NT", "note")
     w = [max(len(r[i]) for r in rows + [head]) for i in range(len(head))]
     print("\nwall clock, best of n (CPU column: process CPU time of the same calls, all threads)")

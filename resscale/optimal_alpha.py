@@ -34,12 +34,15 @@ from typing import Optional
 import numpy as np
 from scipy.integrate import solve_ivp
 
-from .inputs import Q0_MIN, ParameterTypeError, check_bool, check_int, check_range, check_real, check_scalar
+from .inputs import (Q0_MIN, ParameterTypeError, check_bool, check_int, check_range, check_real, check_scalar,
+                     scale_culprits)
 from .finite_width.core import _check_width
 from .finite_width.sensitivity import sensitivity_correction
 from .sensitivity import log_sensitivity, sensitivity
 
 _TAU_MAX = 1e7
+_FLOW_EVALS_CLOSED = 200_000      # analytic_alpha's budget of rate evaluations: closed-form phi (~20 us each)
+_FLOW_EVALS_QUADRATURE = 4_000    # quadrature phi (~0.6 ms each): ~2.5 s; typical flows need < 2,500
 
 
 class NoInteriorMaximumWarning(RuntimeWarning):
@@ -92,6 +95,14 @@ def _continuum_rates(net, q, k, sb2):
 _LOGQ_MAX = 600.0  # stop the flow where q reaches e^600 (float64 overflows near e^709)
 
 
+def _tabulated_view(net):
+    """``net`` with its activation's tabulated pair functions when a table is cached
+    (:func:`resscale.tabulated_pairs.for_flow`), else ``net``."""
+    from .tabulated_pairs import NetView, for_flow
+    phi = for_flow(net.phi)
+    return net if phi is net.phi else NetView(net, phi)
+
+
 def _flow_rates(net, logq, c):
     """(dq/dtau / q, dk/dtau / q, sigma_w2 A, q) at (log q, c), or None if not finite."""
     if net.phi.homogeneous:  # 1-homogeneous map: work at q = 1 with the bias scaled by 1/q
@@ -105,7 +116,7 @@ def _flow_rates(net, logq, c):
     c = min(1.0, max(-1.0, c))
     with np.errstate(all="ignore"):
         try:
-            dq, dk, sA = (float(v) for v in _continuum_rates(net, np.float64(q), np.float64(c * q), sb2))
+            dq, dk, sA = (float(v) for v in _continuum_rates(_tabulated_view(net), np.float64(q), np.float64(c * q), sb2))
         except (OverflowError, ZeroDivisionError, FloatingPointError, ValueError):
             return None
     out = (dq / q, dk / q, sA)
@@ -125,6 +136,12 @@ def analytic_alpha(net, c0, q0=1.0):
     finite (e.g. gelu, whose q grows like exp(T/2)); the note then says where.
 
     Raises ValueError naming ``c0`` (not in [-1, 1]) or ``q0`` (not finite > 0).
+
+    Cost: the flow is integrated in units of its speed at the input when that exceeds 1e3
+    (sigma_w2 = 1e308 is as fast as sigma_w2 = 1), within a budget of rate evaluations
+    (200,000 for closed-form phi, 4,000 for quadrature, ~3 s); a flow that is not smooth
+    (e.g. an oscillating callable such as sin, whose quadrature is noisy at large q) stops
+    there, with the reason in the note (docs/theory.md Sec. 5.1).
     """
     from .network import ResNet
 
@@ -135,22 +152,40 @@ def analytic_alpha(net, c0, q0=1.0):
     obstacle = net.block_type.continuum_obstacle(net)
     if obstacle is not None:
         return math.nan, math.nan, obstacle
-    if _flow_rates(net, math.log(q0), c0) is None:
+    r_in = _flow_rates(net, math.log(q0), c0)
+    if r_in is None:
         return math.nan, math.nan, (f"the continuum flow is not finite at the input (q0 = {q0:g}): "
                                     "the Gaussian integrals of the activation overflow there")
+    # time in units of the flow's speed at the input (sigma_w2 = 1e308 makes the rates ~1e308: without
+    # this the integrator crawls for minutes); T = tau_s / rate
+    rate = max(abs(v) for v in r_in)
+    rate = rate if rate > 1e3 else 1.0   # ordinary flows: unscaled (tau_s = tau)
+    # cost guard: a budget of rate evaluations (a non-smooth flow, e.g. the quadrature of an
+    # oscillating callable such as sin at large q, makes the steps tiny); the note says so
+    budget = [_FLOW_EVALS_CLOSED if net.phi.closed_form else _FLOW_EVALS_QUADRATURE]
+    cache = {}
 
-    # integrate in u = log(1 + tau) so that T up to 1e7 takes few steps (the flow slows down)
+    def rates(y):  # _flow_rates with a small cache (the events re-evaluate the step's end point)
+        key = (float(y[0]), float(y[1]))
+        if key not in cache:
+            budget[0] -= 1
+            if len(cache) > 64:
+                cache.clear()
+            cache[key] = _flow_rates(net, key[0], key[1])
+        return cache[key]
+
+    # integrate in u = log(1 + tau_s) so that T up to 1e7 takes few steps (the flow slows down)
     def rhs(u, y):
-        r = _flow_rates(net, y[0], y[1])
+        r = rates(y)
         if r is None:  # only reached past the terminal 'finite' event; freeze the flow
             return [0.0, 0.0, 0.0]
         dq_q, dk_q, sA = r
         c = min(1.0, max(-1.0, y[1]))
-        j = math.exp(u)  # dtau/du
+        j = math.exp(u) / rate  # dtau/du
         return [j * dq_q, j * (dk_q - c * dq_q), j * (sA - dq_q)]
 
     def slope(_, y):  # d log S / dT (Eq. 6.3)
-        r = _flow_rates(net, y[0], y[1])
+        r = rates(y)
         return 0.0 if r is None else r[2] - r[0]
 
     slope.direction = -1  # local maxima of log S(T)
@@ -161,21 +196,34 @@ def analytic_alpha(net, c0, q0=1.0):
     q_limit.terminal = True
 
     def finite(_, y):  # stop where the rates stop being finite
-        return 1.0 if _flow_rates(net, y[0], y[1]) is not None else -1.0
+        return 1.0 if rates(y) is not None else -1.0
 
     finite.terminal = True
+
+    t_stop = [math.inf]
+
+    def within_budget(t, y):  # a sign change at the step where the budget ran out (not state-only:
+        if budget[0] <= 0 and t_stop[0] == math.inf:   # the root finder re-evaluates the old point)
+            t_stop[0] = t
+        return 1.0 if t < t_stop[0] else -1.0
+
+    within_budget.terminal = True
     with warnings.catch_warnings(), np.errstate(all="ignore"):
         warnings.simplefilter("ignore", RuntimeWarning)
         try:
             sol = solve_ivp(rhs, (0.0, math.log1p(_TAU_MAX)), [math.log(q0), c0, 0.0],
-                            events=[slope, q_limit, finite], rtol=1e-10, atol=1e-12, method="RK45")
+                            events=[slope, q_limit, finite, within_budget], rtol=1e-10, atol=1e-12,
+                            method="RK45")
         except (OverflowError, ZeroDivisionError, FloatingPointError, ValueError) as exc:  # pragma: no cover
             return math.nan, math.nan, f"the continuum flow could not be integrated ({type(exc).__name__}: {exc})"
     stop = ""
-    if sol.t_events[1].size or sol.t_events[2].size or sol.status < 0:
-        T_end = float(np.expm1(sol.t[-1]))
+    if sol.t_events[1].size or sol.t_events[2].size or sol.t_events[3].size or sol.status < 0:
+        T_end = float(np.expm1(sol.t[-1])) / rate
         why = ("q reached e^600 (float64 limit)" if sol.t_events[1].size else
                "the Gaussian integrals stopped being finite" if sol.t_events[2].size else
+               (f"the integrator used up its budget of {_FLOW_EVALS_CLOSED if net.phi.closed_form else _FLOW_EVALS_QUADRATURE} "
+                "evaluations of the rates: the flow is not smooth there, e.g. the quadrature of an oscillating "
+                "callable activation at large q") if sol.t_events[3].size else
                f"the integrator stopped ({sol.message})")
         stop = f"; the flow was followed up to T = {T_end:.4g} only ({why})"
     T_ev, y_ev = sol.t_events[0], sol.y_events[0]
@@ -184,8 +232,8 @@ def analytic_alpha(net, c0, q0=1.0):
         T_ev, y_ev = T_ev[keep], y_ev[keep]
     if T_ev.size == 0 or float(np.max(y_ev[:, 2])) <= 1e-12:
         return math.nan, math.nan, (f"no interior maximum: the continuum S(T) has no maximum above S(0) = 1 "
-                                    f"for 0 < T = alpha^2 L < {_TAU_MAX:g} at leading order in 1/L" + stop)
-    T = float(np.expm1(T_ev[int(np.argmax(y_ev[:, 2]))]))
+                                    f"for 0 < T = alpha^2 L < {_TAU_MAX / rate:g} at leading order in 1/L" + stop)
+    T = float(np.expm1(T_ev[int(np.argmax(y_ev[:, 2]))])) / rate
     return math.sqrt(T / net.depth), T, ("leading order in 1/L (continuum limit T = alpha^2 L fixed); "
                                         "relative error O(1/L), see docs/theory.md Sec. 6.2" + stop)
 
@@ -251,8 +299,8 @@ def _optimal_alpha_finite_width(net, c0, q0, width, alpha_range, n_grid, xatol):
                               bool(r["interior"]), msg, note, nodes, S_nodes, width)
 
 
-def optimal_alpha(net, c0, q0=1.0, width=None, alpha_range=(1e-4, 1e2), n_grid=200,
-                  xatol=1e-7, analytic=True) -> OptimalAlphaResult:
+def optimal_alpha(net, c0=None, q0=1.0, width=None, alpha_range=(1e-4, 1e2), n_grid=200,
+                  xatol=1e-7, analytic=True, *, X=None, **data_options) -> OptimalAlphaResult:
     """alpha* = argmax_alpha S(alpha; L, c0, q0, ...) (net.alpha is ignored).
 
     Parameters
@@ -271,11 +319,23 @@ def optimal_alpha(net, c0, q0=1.0, width=None, alpha_range=(1e-4, 1e2), n_grid=2
     analytic : bool
         Also compute ``alpha_analytic`` (Eq. 6.4); ``False`` skips it (nan) for sweeps.
 
+    X : (P, d) array, keyword-only
+        A data set instead of (c0, q0): maximise the data-level sensitivity (mean over the
+        data's pairs of dc^L_ab/dc^0_ab, docs/theory.md Sec. 8) of X sent through the input
+        layer; ``data_options`` (measure, max_pairs, seed, pairs, labels, n_boot) go to
+        :func:`resscale.data_sensitivity.optimal_alpha_data`.
+
     Returns
     -------
     OptimalAlphaResult with ``.alpha``, ``.sensitivity``, ``.alpha_analytic`` ...
     """
     from .network import ResNet
+
+    if X is not None or data_options:  # data-level alpha* (resscale/data_sensitivity.py)
+        from .data_sensitivity import _optimal_alpha_hook
+        return _optimal_alpha_hook(net, c0, X, width, alpha_range, n_grid, xatol, analytic, data_options)
+    if c0 is None:
+        raise ValueError("optimal_alpha needs c0 (the input correlation of two inputs) or X= (a data set)")
 
     if not isinstance(net, ResNet):
         raise ParameterTypeError(f"net must be a resscale.ResNet, got {type(net).__name__}")
@@ -299,8 +359,11 @@ def optimal_alpha(net, c0, q0=1.0, width=None, alpha_range=(1e-4, 1e2), n_grid=2
     ok = np.isfinite(lS)
     overflow_note = ""
     if not ok[0]:
+        culprits = scale_culprits(net, q0=q0)
         raise OverflowError(f"the sensitivity is not finite (the kernel overflows float64) already at the "
-                            f"smallest alpha = {grid[0]:g} of alpha_range; lower alpha_range[0] or depth")
+                            f"smallest alpha = {grid[0]:g} of alpha_range"
+                            + (f", because of the large input(s) {culprits}" if culprits else "")
+                            + "; lower alpha_range[0], depth, q0 or the variances sigma_w2 / sigma_b2 of net")
     if not np.all(ok):  # kernel overflow at large alpha (gelu): scan only where S is defined
         first_bad = int(np.argmin(ok))
         overflow_note = (f" (the kernel overflows float64 for alpha >= {grid[first_bad]:.3g}; "

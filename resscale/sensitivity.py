@@ -20,21 +20,16 @@ from __future__ import annotations
 
 import numpy as np
 
-from .inputs import Q0_MIN, check_scalar
+from .inputs import Q0_MIN, check_scalar, scale_culprits
+from .inputs import check_alphas as _check_alphas
 
 _TINY = 1e-300
+_Q_OVERFLOW = float(np.finfo(float).max) / 4.0
 
 
 def check_alphas(alphas) -> np.ndarray:
-    """Validate an alpha grid (finite, >= 0)."""
-    a = np.atleast_1d(np.asarray(alphas, dtype=float))
-    if a.ndim != 1:
-        raise ValueError(f"alphas must be a scalar or 1-D array, got shape {a.shape}")
-    if not np.all(np.isfinite(a)):
-        raise ValueError("alphas contains NaN or inf")
-    if np.any(a < 0):
-        raise ValueError(f"alphas must be >= 0, got min {a.min()!r}")
-    return a
+    """Validate an alpha grid (finite, >= 0, 1-D; strings refused): :func:`resscale.inputs.check_alphas`."""
+    return _check_alphas(alphas, "alphas")
 
 
 def two_input_trajectory(net, c0, q0, alphas):
@@ -57,15 +52,21 @@ def two_input_trajectory(net, c0, q0, alphas):
 def _finish(q, k, s, log_dk):
     log_q = np.log(np.maximum(q, _TINY)) + s
     c = np.clip(k / np.maximum(q, _TINY), -1.0, 1.0)
-    bad = ~(np.isfinite(q) & np.isfinite(k) & np.isfinite(log_dk))
+    # q >= float64 max / 4: the next 1 + 2 q overflows (the paths would differ there): overflow
+    bad = ~(np.isfinite(q) & np.isfinite(k) & np.isfinite(log_dk) & (np.abs(q) < _Q_OVERFLOW))
     log_q[bad] = np.nan
     return {"log_q": log_q, "c": c, "log_dk": log_dk, "overflow": bad}
 
 
 def _reference_trajectory(net, c0, q0, alphas):
-    """The generic two-input recursion (any activation, any block), one layer at a time."""
-    phi, sw2, sb2_raw, L = net.phi, net.sigma_w2, net.sigma_b2, net.depth
+    """The generic two-input recursion (any activation, any block), one layer at a time.
+
+    Quadrature activations use the tabulated pair functions when the work is large
+    (:func:`resscale.tabulated_pairs.for_trajectory`; RESSCALE_TABULATED=0 keeps the quadrature)."""
+    from .tabulated_pairs import for_trajectory
+    sw2, sb2_raw, L = net.sigma_w2, net.sigma_b2, net.depth
     a = alphas
+    phi = for_trajectory(net.phi, L * np.size(a))
     a2 = a * a
     q = np.full(a.shape, float(q0))
     k = np.full(a.shape, float(q0) * float(c0))
@@ -95,7 +96,7 @@ def _erf_trajectory(net, c0, q0, alphas):
     if a.size <= 2 and nb is None:
         return _erf_trajectory_scalar(full, sw2, sb2, L, float(c0), float(q0), a)
     a2 = a * a
-    c1 = a2 * (sw2 * 4.0 / np.pi)                        # alpha^2 sw2 (4/pi)
+    c1 = (a2 * sw2) * (4.0 / np.pi)                      # alpha^2 sw2 (4/pi); this order: no overflow at sw2 ~ 1e308
     cg = c1 / 2.0 if full else a2 * (2.0 / np.pi)       # q += cg * asin(.) + cb
     cb = a2 * sb2 if full else np.zeros_like(a)
     c1h = 0.5 * c1
@@ -129,6 +130,9 @@ def _erf_trajectory(net, c0, q0, alphas):
             np.minimum(X, 1.0, out=X)
             mul(X[1], X[1], out=t)
             np.subtract(1.0, t, out=t)
+            # 1 - x^2 >= (1 + 4 z) / d^2 exactly (|zk| <= z): the floor keeps the factor <= 1 + c1 where
+            # x rounds to 1 (huge z, c -> 1), as in the scalar and numba paths (no inf/NaN from rounding)
+            np.maximum(t, ((0.25 + Zr[0]) * inv) * inv, out=t)
             np.sqrt(t, out=t)
             div(inv, t, out=t)                       # 2 / (d sqrt(1 - x^2))
             mul(t, c1h, out=t)
@@ -167,7 +171,7 @@ def _erf_kernel_py(full, sw2, sb2, L, c0, q0, alphas):
                 z, zk = sw2 * q + sb2, sw2 * k + sb2
             inv = 1.0 / (1.0 + 2.0 * z)
             x = min(2.0 * zk * inv, 1.0)
-            p = PR[i] * (1.0 + C1[i] * inv / np.sqrt(max(1.0 - x * x, _TINY)))
+            p = PR[i] * (1.0 + C1[i] * inv / np.sqrt(max(1.0 - x * x, ((1.0 + 4.0 * z) * inv) * inv, _TINY)))
             if p > 1e250:
                 LG[i] += np.log(p)
                 p = 1.0
@@ -238,7 +242,7 @@ def _erf_trajectory_scalar(full, sw2, sb2, L, c0, q0, alphas):
                     z, zk = sw2 * q + sb2, sw2 * k + sb2
                 inv = 1.0 / (1.0 + 2.0 * z)
                 x = 2.0 * zk * inv
-                prod *= 1.0 + c1 * inv / sqrt(max(1.0 - x * x, _TINY))
+                prod *= 1.0 + c1 * inv / sqrt(max(1.0 - x * x, ((1.0 + 4.0 * z) * inv) * inv, _TINY))
                 if prod > 1e250:
                     lg += math.log(prod)
                     prod = 1.0
@@ -280,8 +284,11 @@ def log_sensitivity(net, c0, q0=1.0, alphas=None, strict=True) -> np.ndarray:
     tr = two_input_trajectory(net, c0, q0, a)
     out = tr["log_dk"] + np.log(q0) - tr["log_q"]
     if strict and np.any(tr["overflow"]):
+        culprits = scale_culprits(net, q0=q0, alphas=a)
         raise OverflowError(f"the mean-field kernel of activation {net.phi.name!r} exceeds float64 for "
-                            f"alpha >= {a[tr['overflow']].min():.4g} at depth {net.depth}")
+                            f"alphas >= {a[tr['overflow']].min():.4g} at depth {net.depth}"
+                            + (f" (large inputs: {culprits})" if culprits else "")
+                            + "; reduce alphas, q0, depth or the variances sigma_w2 / sigma_b2 of net")
     return out
 
 
@@ -297,7 +304,9 @@ def sensitivity(net, c0, q0=1.0, alphas=None):
     logS = log_sensitivity(net, c0, q0, alphas)
     S = np.exp(np.minimum(logS, 709.0))
     if np.any(logS > 709.0):
-        raise OverflowError("sensitivity exceeds float64; use log_sensitivity")
+        raise OverflowError(f"sensitivity exceeds float64 (log S up to {float(np.max(logS)):.4g}) for alphas >= "
+                            f"{float(np.min(np.atleast_1d(net.alpha if alphas is None else alphas)[logS > 709.0])):.4g}"
+                            "; use log_sensitivity, or reduce alphas, depth or sigma_w2 of net")
     if alphas is None or np.ndim(alphas) == 0:
         return float(S[0])
     return S

@@ -1,0 +1,524 @@
+"""Tabulated equal-norm Gaussian pair functions for quadrature activations (issue 9).
+
+The two-input recursion (:mod:`resscale.sensitivity`) and the continuum flow
+(:mod:`resscale.optimal_alpha`) need, for two inputs of equal variance q and
+covariance k = c q,
+
+    G(q, c) = E[phi(u_a) phi(u_b)],  A(q, c) = E[phi'(u_a) phi'(u_b)],  g(q) = E[phi(u)^2]
+
+(``Activation.pair_equal``). For activations without closed forms (tanh, gelu, user
+callables) each value costs a 2-D quadrature (~50-150 microseconds a point), once per
+layer and alpha. Here they are tabulated once per activation and interpolated
+(docs/theory.md Sec. 5.1):
+
+* variables: x = log q on a uniform grid (q in [Q_LO, Q_HI]), and for the angle
+  theta = arccos c (theta' = arccos(-c) on the half c < 0) the variable
+  v = asinh(tan(theta/2) / EPS): logarithmic in theta for EPS << theta << 1 (for large q
+  the functions change on the scale theta ~ 1/sqrt(q), e.g. tanh -> sign), linear for
+  theta << EPS and ~theta near theta = pi/2. tan(theta/2) = sqrt((q - k)/(q + k)) is
+  computed from q - k and q + k, so c near +-1 keeps its relative precision;
+* tabulated: A / N (N(q) = A(q, c = 1) = E[phi'^2]) and the divided difference
+  R = (g - G) / (q - k) = mean of A over [k, q] (c >= 0; for c < 0 the mean over
+  [-q, k], anchored at G(q, -1)), in log form where they are positive on the whole
+  table (else linear); G = g - (q - k) R keeps g - G (the quantity that drives 1 - c)
+  relatively accurate however close c is to 1. R comes from integrating the
+  tabulated A along theta (Gauss-Legendre on the interpolant), not from differences
+  of quadrature values of G. Odd phi: one half, G(-c) = -G(c), A(-c) = A(c), and R is
+  normalised so that G(q, 0) = 0; otherwise the c < 0 half is shifted so that G is
+  continuous at c = 0 (the shift is the quadrature's own inconsistency, checked);
+* 1-D in x: log g, log N, G(q, -1)/g (non-odd), E[phi]/sqrt(g) (non-odd);
+* interpolation: tensor-product Lagrange of order ``_ORDER`` (8 points per axis) on the
+  uniform grids, ghost nodes beyond the ranges (even mirror at theta = 0);
+* outside q in [Q_LO, Q_HI] (or non-finite input) the original quadrature is used.
+
+Accuracy against the quadrature (the reference), measured at build time on random
+points (``TabulatedActivation.stats``; the table is refused, and the quadrature used,
+if A is off by more than ``_TOL_A`` relative or G by more than ``_TOL_G`` g), and in
+tests/test_meanfield_tabulated.py. Switch: environment variable RESSCALE_TABULATED
+= "auto" (default: tables for large work, or when already built), "1"/"always",
+"0"/"never" (quadrature everywhere: the reference), or :func:`mode` as a context manager.
+"""
+from __future__ import annotations
+
+import contextlib
+import math
+import os
+import threading
+from collections import OrderedDict
+
+import numpy as np
+
+from .activations import Activation
+
+__all__ = ["tabulated", "for_trajectory", "for_flow", "mode", "TabulatedActivation", "cache_clear"]
+
+# ---------------------------------------------------------------- table parameters
+Q_LO, Q_HI = 1e-8, 1e10      # tabulated range of q (variance); outside: quadrature
+EPS = 5e-10                  # v = asinh(tan(theta/2)/EPS) + BETA theta
+BETA = 2.0                   # (the linear term refines the grid at theta ~ 1, where dv/dtheta ~ 1/sin(theta) alone)
+_HX = 0.25                   # grid step in log q
+_NV_HALF = 200               # grid steps in v from theta = 0 to theta = pi/2
+_TH_EXT = 0.45               # the v grid extends to theta = pi/2 + _TH_EXT (overlap of the halves)
+_ORDER = 8                   # Lagrange points per axis
+_GHOST = _ORDER // 2         # ghost nodes beyond each end
+_TOL_A = 1e-6                # build-time acceptance: max relative error of A at random points
+_TOL_G = 1e-7                # ... and of G (in units of g) and of g
+_N_CHECK = 400               # random check points at build time
+_WORK_MIN = 60_000           # 'auto': build a table when depth * n_alphas (x halves) exceeds this
+
+_LOCK = threading.Lock()
+_CACHE: "OrderedDict[tuple, object]" = OrderedDict()
+_CACHE_MAX = 8
+_MODE_OVERRIDE = []
+
+
+def _mode():
+    if _MODE_OVERRIDE:
+        return _MODE_OVERRIDE[-1]
+    env = os.environ.get("RESSCALE_TABULATED", "auto").strip().lower()
+    if env in ("0", "never", "off", "false", "no"):
+        return "never"
+    if env in ("1", "always", "on", "true", "yes"):
+        return "always"
+    return "auto"
+
+
+@contextlib.contextmanager
+def mode(value):
+    """Context manager: ``"never"`` (quadrature, the reference), ``"always"`` or ``"auto"``."""
+    if value not in ("never", "always", "auto"):
+        raise ValueError(f"mode must be 'never', 'always' or 'auto', got {value!r}")
+    _MODE_OVERRIDE.append(value)
+    try:
+        yield
+    finally:
+        _MODE_OVERRIDE.pop()
+
+
+def _key(phi):
+    return (type(phi), phi.name, phi.fn, phi.d1, phi.d2, bool(phi.odd), bool(phi.smooth), tuple(phi.kinks))
+
+
+def _eligible(phi):
+    return (isinstance(phi, Activation) and not isinstance(phi, TabulatedActivation)
+            and not phi.closed_form and not phi.homogeneous)
+
+
+def cache_clear():
+    with _LOCK:
+        _CACHE.clear()
+
+
+def _cached(phi):
+    with _LOCK:
+        hit = _CACHE.get(_key(phi))
+        if hit is not None:
+            _CACHE.move_to_end(_key(phi))
+        return hit
+
+
+def tabulated(phi, build=True):
+    """The :class:`TabulatedActivation` of ``phi`` (built once and cached), or None when
+    ``phi`` has closed forms, its table failed the build-time accuracy check, or
+    ``build`` is False and none is cached."""
+    if not _eligible(phi):
+        return None
+    hit = _cached(phi)
+    if hit is None and build:
+        try:
+            hit = TabulatedActivation.build(phi)
+        except (ValueError, FloatingPointError, OverflowError, ZeroDivisionError) as exc:
+            hit = _Refused(f"{type(exc).__name__}: {exc}")
+        with _LOCK:
+            _CACHE[_key(phi)] = hit
+            while len(_CACHE) > _CACHE_MAX:
+                _CACHE.popitem(last=False)
+    return hit if isinstance(hit, TabulatedActivation) else None
+
+
+class _Refused:
+    def __init__(self, reason):
+        self.reason = reason
+
+
+def refusal_reason(phi):
+    hit = _cached(phi) if _eligible(phi) else None
+    return hit.reason if isinstance(hit, _Refused) else None
+
+
+def for_trajectory(phi, work):
+    """The activation to use in the two-input recursion: the tabulated one when the mode
+    allows it ('always'; 'auto' and work = depth * n_alphas >= _WORK_MIN per table half,
+    or a table already built), else ``phi`` itself."""
+    if not _eligible(phi):
+        return phi
+    m = _mode()
+    if m == "never":
+        return phi
+    halves = 1 if phi.odd else 2
+    build = m == "always" or work >= _WORK_MIN * halves
+    return tabulated(phi, build=build) or phi
+
+
+def for_flow(phi):
+    """Same for the continuum ODE (scalar calls): a cached table ('auto') or a new one ('always')."""
+    if not _eligible(phi):
+        return phi
+    m = _mode()
+    if m == "never":
+        return phi
+    return tabulated(phi, build=(m == "always")) or phi
+
+
+class NetView:
+    """``net`` with ``phi`` replaced (for the blocks' ``continuum_rates``)."""
+
+    __slots__ = ("_net", "phi")
+
+    def __init__(self, net, phi):
+        self._net, self.phi = net, phi
+
+    def __getattr__(self, name):
+        return getattr(self._net, name)
+
+
+# ------------------------------------------------------------------ angle variable
+def _v_of_t(t):
+    """v(theta) from t = tan(theta/2) >= 0."""
+    return np.arcsinh(t / EPS) + (2.0 * BETA) * np.arctan(t)
+
+
+def _theta_of_v(v):
+    """Inverse of v(theta) on theta in [0, pi) (bisection in log-safe form; build time only)."""
+    v = np.asarray(v, dtype=float)
+    lo, hi = np.zeros_like(v), np.full_like(v, math.pi * 0.999999)
+    for _ in range(200):
+        mid = 0.5 * (lo + hi)
+        big = _v_of_t(np.tan(mid / 2.0)) > v
+        hi = np.where(big, mid, hi)
+        lo = np.where(big, lo, mid)
+        if np.all(hi - lo <= 1e-17 + 4e-16 * hi):
+            break
+    return 0.5 * (lo + hi)
+
+
+def _dtheta_dv(theta):
+    t = np.tan(theta / 2.0)
+    return 1.0 / ((1.0 + t * t) / (2.0 * np.sqrt(EPS * EPS + t * t)) + BETA)
+
+
+# ------------------------------------------------------------------ interpolation
+_OFFS = np.arange(-(_ORDER // 2) + 1, _ORDER // 2 + 1)          # -3..4 for order 8
+
+
+def _lagrange_matrix():
+    """M with w(u) = M @ [1, u, ..., u^(n-1)]: Lagrange basis at nodes _OFFS."""
+    n = _ORDER
+    M = np.zeros((n, n))
+    for m, xm in enumerate(_OFFS):
+        others = [xn for xn in _OFFS if xn != xm]
+        poly = np.poly1d([1.0])
+        for xn in others:
+            poly = poly * np.poly1d([1.0, -float(xn)]) / float(xm - xn)
+        M[m] = poly.coeffs[::-1]
+    return M
+
+
+_LM = _lagrange_matrix()
+_POW = np.arange(_ORDER)
+
+
+def _weights(u):
+    """(p, ORDER) Lagrange weights at fractional positions u (p,) in [0, 1]."""
+    return np.power(u[:, None], _POW) @ _LM.T
+
+
+def _cell(t, n_cells):
+    """Integer cell i (node index of the left node, ghost-shifted) and fraction u for grid coordinate t."""
+    i = np.floor(t)
+    i = np.clip(i, 0, n_cells - 1)
+    return i.astype(np.intp), t - i
+
+
+# ------------------------------------------------------------------ the table
+class TabulatedActivation(Activation):
+    """An :class:`Activation` whose equal-norm functions (``pair_equal``, ``diag``, ``mean``,
+    ``pair`` with kaa == kbb, which then returns NaN for the unused dG/dkaa, dG/dkbb) come
+    from tables; everything else, and q outside [Q_LO, Q_HI], from the wrapped ``base``.
+    Internal to the mean-field recursions; counters ``n_table`` / ``n_fallback`` count points."""
+
+    # (frozen dataclass: the extra state is set with object.__setattr__)
+    @classmethod
+    def build(cls, base):
+        self = cls(base.name, base.fn, base.d1, base.d2, odd=base.odd, homogeneous=base.homogeneous,
+                   closed_form=False, n_quad=base.n_quad, smooth=base.smooth, kinks=base.kinks)
+        st = object.__setattr__
+        st(self, "base", base)
+        st(self, "n_table", 0)
+        st(self, "n_fallback", 0)
+        self._build()
+        return self
+
+    # ---- construction
+    def _build(self):
+        import time
+        t0 = time.perf_counter()
+        base, st = self.base, object.__setattr__
+        x_lo, x_hi = math.log(Q_LO), math.log(Q_HI)
+        nx = int(math.ceil((x_hi - x_lo) / _HX))
+        hx = (x_hi - x_lo) / nx
+        xs = x_lo + hx * np.arange(-_GHOST, nx + _GHOST + 1)
+        v_half = float(_v_of_t(1.0))
+        hv = v_half / _NV_HALF
+        v_top = float(_v_of_t(math.tan((math.pi / 2 + _TH_EXT) / 2)))
+        n_top = int(math.ceil(v_top / hv))
+        j = np.arange(0, n_top + _GHOST + 1)
+        vs_pos = hv * j
+        th = _theta_of_v(vs_pos)
+        th[_NV_HALF] = math.pi / 2
+        q = np.exp(xs)
+        Q = np.broadcast_to(q[None, :], (th.size, q.size))
+        halves = (1.0,) if self.odd else (1.0, -1.0)
+        with np.errstate(all="ignore"):
+            g = np.asarray(base.diag(q)[0], dtype=float)
+            raw = {}
+            for s in halves:
+                cth = np.cos(th)
+                G, _, _, A = base.pair(Q, Q, s * Q * cth[:, None])
+                raw[s] = (np.asarray(G, dtype=float), np.asarray(A, dtype=float))
+        N = raw[1.0][1][0]                       # A(q, c = 1) = E[phi'^2]
+        if not (np.all(np.isfinite(g)) and np.all(g > 0) and np.all(np.isfinite(N)) and np.all(N > 0)):
+            raise ValueError(f"activation {self.name!r}: E[phi^2] or E[phi'^2] not finite and positive on the table")
+        # integrals I(theta) = int_0^theta A sin(t) dt along v (per column), Gauss-Legendre on the interpolant
+        gl_x, gl_w = np.polynomial.legendre.leggauss(8)
+        uu = 0.5 * (gl_x + 1.0)
+        Wg = _weights(uu)                                   # (8 nodes, ORDER)
+        tabs, modes, Rs = {}, {}, {}
+        for s in halves:
+            An = raw[s][1] / N[None, :]
+            if not np.all(np.isfinite(An)):
+                raise ValueError(f"activation {self.name!r}: E[phi' phi'] not finite on the table")
+            Ae = np.concatenate([An[_GHOST:0:-1], An], axis=0)       # even mirror: rows -GHOST..n
+            # interval [v_m, v_m+1] for m = 0..n_top-1: stencil rows m-3..m+4 in Ae (offset _GHOST)
+            nint = n_top + _GHOST - (_ORDER // 2)
+            m = np.arange(nint)
+            rows = (m[:, None] + _GHOST + _OFFS[None, :])              # (nint, ORDER)
+            vals = Ae[rows]                                            # (nint, ORDER, ncol)
+            Aq = np.einsum("gk,ikc->igc", Wg, vals)                    # (nint, 8, ncol) A/N at GL nodes
+            vq = hv * (m[:, None] + uu[None, :])                       # (nint, 8)
+            thq = _theta_of_v(vq)
+            dth = _dtheta_dv(thq)
+            J = Aq * (np.sin(thq) * dth * (0.5 * hv) * gl_w[None, :])[..., None]
+            I = np.concatenate([np.zeros((1, An.shape[1])), np.cumsum(J.sum(axis=1), axis=0)], axis=0)
+            rowsI = I.shape[0]
+            one_m_cos = 2.0 * np.sin(th[:rowsI] / 2.0) ** 2
+            with np.errstate(all="ignore"):
+                Rn = I / one_m_cos[:, None]
+            Rn[0] = An[0]
+            Rs[s] = (Rn, I)
+        # consistency of the two anchors at c = 0 (theta = pi/2 is row _NV_HALF)
+        i_half = _NV_HALF
+        Iplus = Rs[1.0][1][i_half] * N
+        if self.odd:
+            fac = g / (q * Iplus)          # enforce G(q, 0) = g - q I = 0
+            mismatch = np.abs(fac - 1.0)
+            Rs[1.0] = (Rs[1.0][0] * fac[None, :], None)
+        else:
+            Gm = raw[-1.0][0][0]
+            Iminus = Rs[-1.0][1][i_half] * N
+            delta = (g - q * Iplus) - (Gm + q * Iminus)
+            mismatch = np.abs(delta) / g
+            Rs[1.0] = (Rs[1.0][0], None)
+            Rs[-1.0] = (Rs[-1.0][0] + (delta / (q * N))[None, :], None)
+        inner = slice(_GHOST, xs.size - _GHOST)
+        if float(np.max(mismatch[inner])) > 10 * _TOL_G:
+            raise ValueError(f"activation {self.name!r}: the quadrature's G(q, 0) and the integral of A disagree "
+                             f"by {float(np.max(mismatch[inner])):.3g} (relative)")
+        nrows = min(Rs[s][0].shape[0] for s in halves)
+        for s in halves:
+            An = (raw[s][1] / N[None, :])[:nrows]
+            Rn = Rs[s][0][:nrows]
+            fs = []
+            for F in (An, Rn):
+                lg = bool(np.all(F > 0) and np.all(np.isfinite(F)))
+                fs.append((np.log(F) if lg else F, lg))
+            modes[s] = (fs[0][1], fs[1][1])
+            T = np.stack([fs[0][0], fs[1][0]], axis=-1)        # (nv, nx, 2)
+            T = np.concatenate([T[_GHOST:0:-1], T], axis=0)   # even mirror in v
+            tabs[s] = np.ascontiguousarray(np.transpose(T, (1, 0, 2)))   # (nx_tot, nv_tot, 2)
+        one_d = [np.log(g), np.log(N)]
+        if not self.odd:
+            mu = np.asarray(base.mean(q)[0], dtype=float)
+            one_d += [raw[-1.0][0][0] / g, mu / np.sqrt(g)]
+        st(self, "_xs0", float(xs[0]))
+        st(self, "_hx", hx)
+        st(self, "_hv", hv)
+        st(self, "_x_range", (x_lo, x_hi))
+        st(self, "_nxc", xs.size - _ORDER + 1)       # number of valid stencil starts in x
+        st(self, "_nvc", tabs[1.0].shape[1] - _ORDER + 1)
+        st(self, "_tabs", tabs)
+        st(self, "_modes", modes)
+        st(self, "_one_d", np.ascontiguousarray(np.stack(one_d, axis=-1)))
+        nvt = tabs[1.0].shape[1]
+        st(self, "_flat", {h: (np.ascontiguousarray(T[..., 0]).ravel(), np.ascontiguousarray(T[..., 1]).ravel(), nvt)
+                           for h, T in tabs.items()})
+        st(self, "_off", (np.arange(_ORDER)[:, None] * nvt + np.arange(_ORDER)[None, :]).ravel())
+        st(self, "grid_shape", (xs.size, tabs[1.0].shape[1], len(halves)))
+        st(self, "build_seconds", None)
+        st(self, "stats", {"anchor_mismatch": float(np.max(mismatch[inner]))})
+        self._check()
+        st(self, "build_seconds", time.perf_counter() - t0)
+
+    def _check(self):
+        """Compare with the quadrature at random points; refuse the table beyond the tolerances."""
+        rng = np.random.default_rng(12345)
+        n = _N_CHECK
+        x = rng.uniform(math.log(Q_LO), math.log(Q_HI), n)
+        q = np.exp(x)
+        kind = rng.integers(0, 3, n)
+        c = rng.uniform(-1.0, 1.0, n)
+        near = 1.0 - 10.0 ** rng.uniform(-12, -1, n)
+        c = np.where(kind == 1, near, np.where(kind == 2, -near, c))
+        c[:4] = (1.0, -1.0, 0.0, 1.0)
+        k = q * c
+        with np.errstate(all="ignore"):
+            G0, A0, g0 = (np.asarray(v, dtype=float) for v in self.base.pair_equal(q, k))
+        G1, A1, g1 = self._eval(q, k, x)
+        N = np.exp(self._one_d_eval(x)[:, 1])
+        eA = float(np.max(np.abs(A1 - A0) / np.maximum(np.abs(A0), 1e-3 * N)))   # relative, floor 1e-3 E[phi'^2]
+        eG = float(np.max(np.abs(G1 - G0) / g0))
+        eg = float(np.max(np.abs(g1 - g0) / g0))
+        self.stats.update({"max_rel_err_A": eA, "max_err_G_over_g": eG, "max_rel_err_g": eg, "n_check": n})
+        if not (eA <= _TOL_A and eG <= _TOL_G and eg <= _TOL_G):
+            raise ValueError(f"activation {self.name!r}: table check failed (A {eA:.2g}, G/g {eG:.2g}, g {eg:.2g})")
+
+    # ---- evaluation
+    def _one_d_eval(self, x, wx=None, ix=None):
+        if wx is None:
+            ix, ux = _cell((x - self._xs0) / self._hx - (_ORDER // 2 - 1), self._nxc)
+            wx = _weights(ux)
+        T = self._one_d
+        vals = T[ix[:, None] + np.arange(_ORDER)[None, :]]          # (p, ORDER, m)
+        return np.einsum("pi,pim->pm", wx, vals)
+
+    def _two_d_eval(self, s, ix, wx, v):
+        TA, TR, nv = self._flat[s]
+        iv, uv = _cell(v / self._hv + _GHOST - (_ORDER // 2 - 1), self._nvc)
+        wv = _weights(uv)
+        idx = (ix * nv + iv)[:, None] + self._off[None, :]          # (p, ORDER*ORDER)
+        w2 = (wx[:, :, None] * wv[:, None, :]).reshape(wx.shape[0], -1)
+        FA = np.einsum("pk,pk->p", w2, np.take(TA, idx))
+        FR = np.einsum("pk,pk->p", w2, np.take(TR, idx))
+        lA, lR = self._modes[s]
+        return (np.exp(FA) if lA else FA), (np.exp(FR) if lR else FR)
+
+    def _eval(self, q, k, x):
+        """(G, A, g) for 1-D arrays inside the table's q range."""
+        ix, ux = _cell((x - self._xs0) / self._hx - (_ORDER // 2 - 1), self._nxc)
+        wx = _weights(ux)
+        D = self._one_d_eval(x, wx, ix)
+        g = np.exp(D[:, 0])
+        N = np.exp(D[:, 1])
+        with np.errstate(all="ignore"):
+            if self.odd:
+                ka = np.abs(k)
+                dd = np.maximum(q - ka, 0.0)
+                v = _v_of_t(np.sqrt(dd / (q + ka)))
+                A, R = self._two_d_eval(1.0, ix, wx, v)
+                A, R = A * N, R * N
+                G = np.copysign(g - dd * R, k)
+                return G, A, g
+            d = np.maximum(q - k, 0.0)
+            s = np.maximum(q + k, 0.0)
+            pos = d <= s
+            G, A = np.empty(q.shape), np.empty(q.shape)
+            for sgn, sel in ((1.0, pos), (-1.0, ~pos)):
+                if not np.any(sel):
+                    continue
+                allp = bool(np.all(sel))
+                idx = slice(None) if allp else np.nonzero(sel)[0]
+                a, b = (d, s) if sgn > 0 else (s, d)
+                v = _v_of_t(np.sqrt(a[idx] / b[idx]))
+                Ah, Rh = self._two_d_eval(sgn, ix[idx], wx[idx], v)
+                Nh = N[idx]
+                A[idx] = Ah * Nh
+                if sgn > 0:
+                    G[idx] = g[idx] - a[idx] * (Rh * Nh)
+                else:
+                    G[idx] = g[idx] * D[idx, 2] + a[idx] * (Rh * Nh)
+            return G, A, g
+
+    def _split(self, q):
+        x = np.log(np.where(q > 0, q, np.nan)) if np.any(q <= 0) else np.log(q)
+        lo, hi = self._x_range
+        return x, (x >= lo) & (x <= hi)
+
+    def pair_equal(self, q, k):
+        q, k = np.broadcast_arrays(np.asarray(q, dtype=float), np.asarray(k, dtype=float))
+        shape = q.shape
+        qf, kf = q.ravel(), k.ravel()
+        with np.errstate(all="ignore"):
+            x, ok = self._split(qf)
+            ok &= np.isfinite(kf)
+        st = object.__setattr__
+        if ok.all():
+            G, A, g = self._eval(qf, kf, x)
+            st(self, "n_table", self.n_table + qf.size)
+        else:
+            G, A, g = np.empty(qf.shape), np.empty(qf.shape), np.empty(qf.shape)
+            if np.any(ok):
+                G[ok], A[ok], g[ok] = self._eval(qf[ok], kf[ok], x[ok])
+            bad = ~ok
+            G[bad], A[bad], g[bad] = (np.asarray(v, dtype=float) for v in self.base.pair_equal(qf[bad], kf[bad]))
+            st(self, "n_table", self.n_table + int(ok.sum()))
+            st(self, "n_fallback", self.n_fallback + int(bad.sum()))
+        return G.reshape(shape), A.reshape(shape), g.reshape(shape)
+
+    def pair(self, kaa, kbb, kab):
+        """G, dG/dkaa, dG/dkbb, dG/dkab: tabulated when kaa == kbb (then dG/dkaa = dG/dkbb = NaN:
+        not tabulated, unused by the recursions here); otherwise the quadrature."""
+        kaa, kbb, kab = np.broadcast_arrays(*(np.asarray(v, dtype=float) for v in (kaa, kbb, kab)))
+        if not np.array_equal(kaa, kbb):
+            return self.base.pair(kaa, kbb, kab)
+        G, A, _ = self.pair_equal(kaa, kab)
+        nan = np.full(G.shape, np.nan)
+        return G, nan, nan.copy(), A
+
+    def diag(self, k):
+        k = np.asarray(k, dtype=float)
+        kf = k.ravel()
+        with np.errstate(all="ignore"):
+            x, ok = self._split(kf)
+        if not ok.all():
+            return self.base.diag(k)
+        D, dD = self._one_d_with_derivative(x)
+        g = np.exp(D[:, 0])
+        return g.reshape(k.shape), (g * dD[:, 0] / kf).reshape(k.shape)
+
+    def mean(self, k):
+        k = np.asarray(k, dtype=float)
+        if self.odd:
+            z = np.zeros_like(k)
+            return z, z.copy()
+        kf = k.ravel()
+        with np.errstate(all="ignore"):
+            x, ok = self._split(kf)
+        if not ok.all():
+            return self.base.mean(k)
+        D, dD = self._one_d_with_derivative(x)
+        sg = np.exp(0.5 * D[:, 0])
+        mu = sg * D[:, 3]
+        dmu = (mu * 0.5 * dD[:, 0] + sg * dD[:, 3]) / kf
+        return mu.reshape(k.shape), dmu.reshape(k.shape)
+
+    def _one_d_with_derivative(self, x):
+        ix, ux = _cell((x - self._xs0) / self._hx - (_ORDER // 2 - 1), self._nxc)
+        P = np.power(ux[:, None], _POW)
+        dP = np.zeros_like(P)
+        dP[:, 1:] = P[:, :-1] * _POW[1:]
+        wx, dwx = P @ _LM.T, dP @ _LM.T / self._hx
+        vals = self._one_d[ix[:, None] + np.arange(_ORDER)[None, :]]
+        return np.einsum("pi,pim->pm", wx, vals), np.einsum("pi,pim->pm", dwx, vals)
+
+    def __repr__(self):
+        return f"TabulatedActivation({self.name!r})"

@@ -1,0 +1,117 @@
+"""Tabulated equal-norm pair functions (resscale.tabulated_pairs, issue 9) against the quadrature.
+
+The quadrature (``Activation.pair_equal``) is the reference; the tables must agree with it
+at random points (q in [1e-3, 1e3], c over [-1, 1] including +-1 and points near them) and
+give the same log S along the two-input recursion, and the recursion must actually use them.
+"""
+import numpy as np
+import pytest
+
+import resscale as rs
+from resscale import tabulated_pairs as tp
+from resscale.activations import from_callable, get_activation
+from resscale.optimal_alpha import analytic_alpha
+
+
+def _algebraic(u):
+    return u / np.sqrt(1.0 + u * u)
+
+
+@pytest.fixture(scope="module")
+def acts():
+    return {"tanh": get_activation("tanh"), "gelu": get_activation("gelu"),
+            "callable": from_callable(_algebraic, name="algebraic", odd=True)}
+
+
+def _points(n, seed):
+    rng = np.random.default_rng(seed)
+    q = np.exp(rng.uniform(np.log(1e-3), np.log(1e3), n))
+    m = n // 4
+    c = np.concatenate([rng.uniform(-1.0, 1.0, n - 3 * m),
+                        1.0 - 10.0 ** rng.uniform(-12, -0.5, m),
+                        -1.0 + 10.0 ** rng.uniform(-12, -0.5, m),
+                        rng.choice([1.0, -1.0, 0.0], m)])
+    return q, q * c, c
+
+
+# gelu (two table halves) costs a ~4-13 s build, so its cases run with -m slow
+@pytest.mark.parametrize("name", ["tanh", pytest.param("gelu", marks=pytest.mark.slow), "callable"])
+def test_pair_equal_matches_quadrature(acts, name):
+    phi = acts[name]
+    T = tp.tabulated(phi)
+    assert T is not None, tp.refusal_reason(phi)
+    assert T.stats["max_rel_err_A"] < 1e-6 and T.stats["max_err_G_over_g"] < 1e-7
+    q, k, c = _points(600, 1)
+    G0, A0, g0 = phi.pair_equal(q, k)
+    G1, A1, g1 = T.pair_equal(q, k)
+    # relative on a half tabulated in log form; gelu's A crosses zero near c = -1 (q ~ 2-3), so its
+    # c < 0 half is tabulated linearly: absolute error in units of N = E[phi'^2]
+    N = phi.pair_equal(q, q)[1]
+    logh = np.where(c >= 0, T._modes[1.0][0], T._modes[-1.0 if -1.0 in T._modes else 1.0][0])
+    errA = np.abs(A1 - A0) / np.where(logh, np.abs(A0), N)
+    assert np.max(errA) < (3e-8 if np.all(logh) else 1e-7)
+    tol = 1e-8 if phi.odd else 5e-8        # measured: tanh 2e-9, odd callable ~1e-9, gelu 3e-8
+    assert np.max(np.abs(G1 - G0) / g0) < tol
+    assert np.max(np.abs(g1 - g0) / g0) < tol
+    # g - G (what drives 1 - c) relatively accurate where the reference itself is (1 - c >= 1e-3)
+    far = (c > 0.0) & (c < 1.0 - 1e-3)
+    assert np.max(np.abs((g1 - G1) - (g0 - G0))[far] / np.abs(g0 - G0)[far]) < 1e-6
+    # exact anchors: G = g at c = 1; G(-c) = -G(c) for odd phi
+    one = c == 1.0
+    assert np.all(G1[one] == g1[one])
+    if phi.odd:
+        Gm, Am, _ = T.pair_equal(q, -k)
+        assert np.array_equal(Gm, -G1) and np.array_equal(Am, A1)
+    # outside the table: the quadrature, counted
+    n_fb = T.n_fallback
+    G2, A2, g2 = T.pair_equal(np.array([1e12, 2.0]), np.array([0.5e12, 1.0]))
+    assert T.n_fallback == n_fb + 1
+    Gr, Ar, gr = phi.pair_equal(np.array([1e12]), np.array([0.5e12]))
+    assert G2[0] == Gr[0] and A2[0] == Ar[0] and g2[0] == gr[0]
+
+
+@pytest.mark.parametrize("name,L", [("tanh", 300), pytest.param("gelu", 100, marks=pytest.mark.slow), ("callable", 200)])
+def test_log_sensitivity_matches_quadrature_and_uses_table(acts, name, L):
+    phi = acts[name]
+    net = rs.ResNet(depth=L, activation=phi)
+    grid = np.logspace(-3, 1.5, 12)
+    T = tp.tabulated(phi)
+    before = T.n_table
+    with tp.mode("always"):
+        l1 = rs.log_sensitivity(net, 0.9, 1.0, grid, strict=False)
+    assert T.n_table - before >= L * grid.size * 0.5      # the tabulated path ran (not vacuous)
+    with tp.mode("never"):
+        n0 = T.n_table
+        l0 = rs.log_sensitivity(net, 0.9, 1.0, grid, strict=False)
+        assert T.n_table == n0                           # the reference did not touch the table
+    ok = np.isfinite(l0)
+    assert ok.sum() >= 8 and np.array_equal(ok, np.isfinite(l1))
+    assert np.max(np.abs(l1 - l0)[ok]) < 1e-6
+
+
+def test_auto_mode_threshold_and_flow(acts, monkeypatch):
+    phi = acts["tanh"]
+    monkeypatch.delenv("RESSCALE_TABULATED", raising=False)
+    T = tp.tabulated(phi)
+    with tp.mode("auto"):
+        assert tp.for_trajectory(phi, 10) is T           # cached: used whatever the work
+        assert tp.for_flow(phi) is T
+    fresh = get_activation("tanh")                       # a new object, same functions: same cache entry
+    assert fresh is not phi and tp.tabulated(fresh, build=False) is T
+    monkeypatch.setenv("RESSCALE_TABULATED", "0")
+    assert tp.for_trajectory(phi, 10 ** 9) is phi and tp.for_flow(phi) is phi
+    assert tp.for_trajectory(get_activation("erf"), 10 ** 9).name == "erf"   # closed forms untouched
+    assert tp.tabulated(get_activation("relu")) is None
+
+
+def test_analytic_alpha_flow_uses_table(acts):
+    phi = acts["tanh"]
+    net = rs.ResNet(depth=1000, activation=phi)
+    T = tp.tabulated(phi)
+    n = T.n_table
+    with tp.mode("auto"):
+        a1, T1, _ = analytic_alpha(net, 0.9)
+    assert T.n_table > n
+    with tp.mode("never"):
+        a0, T0, _ = analytic_alpha(net, 0.9)
+    assert abs(T1 / T0 - 1.0) < 1e-6 and abs(a1 / a0 - 1.0) < 1e-6
