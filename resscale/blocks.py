@@ -101,11 +101,11 @@ class FullBlock(Block):
     name = "full"
 
     def kernel_step(self, net, K, m, sb2, layout):
-        return K + net.alpha ** 2 * (net.sigma_w2 * layout.G(net.phi, K) + sb2), m
+        return K + net.alpha * net.alpha * (net.sigma_w2 * layout.G(net.phi, K) + sb2), m
 
     def tangent_step(self, net, K, m, sb2, JK, Jm):
         _, A, Ba, Bb = pair_matrix(net.phi, K, grad=True)
-        return JK + net.alpha ** 2 * net.sigma_w2 * tangent_G(JK, A, Ba, Bb), Jm
+        return JK + net.alpha * net.alpha * net.sigma_w2 * tangent_G(JK, A, Ba, Bb), Jm
 
     def two_input_step(self, phi, sw2, sb2, a, a2, q, k, m):
         G, A, g = phi.pair_equal(q, k)
@@ -199,12 +199,12 @@ class TwoLayerBlock(Block):
 
     def kernel_step(self, net, K, m, sb2, layout):
         sw2 = net.sigma_w2
-        return K + net.alpha ** 2 * (sw2 * layout.G(net.phi, sw2 * K + sb2) + sb2), m
+        return K + net.alpha * net.alpha * (sw2 * layout.G(net.phi, sw2 * K + sb2) + sb2), m
 
     def tangent_step(self, net, K, m, sb2, JK, Jm):
         sw2 = net.sigma_w2
         _, A, Ba, Bb = pair_matrix(net.phi, sw2 * K + sb2, grad=True)
-        return JK + net.alpha ** 2 * sw2 * sw2 * tangent_G(JK, A, Ba, Bb), Jm   # (Eq. 7.6)
+        return JK + net.alpha * net.alpha * sw2 * sw2 * tangent_G(JK, A, Ba, Bb), Jm   # (Eq. 7.6)
 
     def two_input_step(self, phi, sw2, sb2, a, a2, q, k, m):
         G, A, g = phi.pair_equal(sw2 * q + sb2, sw2 * k + sb2)

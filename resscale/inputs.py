@@ -27,6 +27,11 @@ Helpers (all return the validated, converted value):
 ``check_kernel(name, K0, positive_diagonal=True)``
 ``check_memory(name, n_bytes, what, limit_gb=None)``   refuse before allocating
 ``memory_limit_bytes()``
+``check_work(name, n_flops, what)``   refuse a computation that would run for days
+``check_depth(value)``   the number of layers, 1 <= depth <= MAX_DEPTH
+``check_alphas(value, name="alphas")``   a grid of alphas (finite, >= 0, 1-D)
+``scale_culprits(net, q0=None, K0=None, kernel_name="K0")``   names of huge scale parameters
+``check_finite_result(what, arrays, net, ...)``   OverflowError naming the parameter, never inf/NaN
 
 ``input_kernel(net, X=None, K0=None)`` returns the layer-0 kernel (theory.md Eq. 1.5)
 
@@ -54,6 +59,20 @@ class ParameterTypeError(TypeError, ValueError):
 
 class MemoryLimitError(ValueError, MemoryError):
     """A computation refused before allocating: its memory estimate exceeds the limit."""
+
+
+class WorkLimitError(ValueError):
+    """A computation refused before running: its work estimate exceeds the limit (RESSCALE_MAX_WORK)."""
+
+
+# The layer recursions cost ~1e-5 s (mean field, P = 2) to ~1e-3 s (callable activations, response
+# function) per layer; the package is used at depth up to 1e4 and tested to 1e5. Beyond 1e6 layers
+# no computation finishes in reasonable time and the float64 layer sums (log S, log-scales)
+# lose their relative precision, so ResNet refuses such depths (e.g. 10**40, or the float 1e308).
+MAX_DEPTH = 10 ** 6
+_SECONDS_PER_LAYER = 1e-5   # the cheapest layer (mean field, closed-form phi, P = 2): for the estimate
+_DEFAULT_MAX_WORK = 1e16    # floating-point operations: about a day at 1e11 flop/s
+_FLOPS_PER_SECOND = 1e10    # for the time estimate in messages (one core, NumPy)
 
 
 def _describe(value) -> str:
@@ -259,6 +278,114 @@ def check_memory(name: str, n_bytes, what: str, limit_gb=None) -> float:
             f"{what} would need about {n_bytes / 1e9:.3g} GB, above the limit of {limit / 1e9:.3g} GB "
             f"(default 25% of physical memory; set RESSCALE_MAX_MEMORY_GB to change it); reduce {name}")
     return n_bytes / 1e9
+
+
+def max_work() -> float:
+    """Work limit of :func:`check_work` in floating-point operations: RESSCALE_MAX_WORK, else 1e16."""
+    env = os.environ.get("RESSCALE_MAX_WORK")
+    if not env:
+        return _DEFAULT_MAX_WORK
+    try:
+        w = float(env)
+    except ValueError:
+        raise ValueError(f"RESSCALE_MAX_WORK must be a number of floating-point operations, got {env!r}") from None
+    if not w > 0 or not math.isfinite(w):
+        raise ValueError(f"RESSCALE_MAX_WORK must be a finite number > 0, got {env!r}")
+    return w
+
+
+def check_work(name: str, n_flops, what: str) -> float:
+    """Refuse (WorkLimitError, a ValueError) a computation whose work estimate exceeds the limit.
+
+    ``name`` is the parameter to change, ``n_flops`` the estimate in floating-point operations
+    (may be a Python int of any size, or inf), ``what`` a description. The limit is
+    RESSCALE_MAX_WORK (default 1e16, about a day on one core). Returns the estimate.
+    """
+    try:
+        n = float(n_flops)
+    except OverflowError:
+        n = math.inf
+    limit = max_work()
+    if not n <= limit:
+        raise WorkLimitError(
+            f"{what} would need about {n:.3g} floating-point operations (~{n / _FLOPS_PER_SECOND:.3g} s at "
+            f"{_FLOPS_PER_SECOND:.0e} flop/s), above the limit of {limit:.3g} (set RESSCALE_MAX_WORK to "
+            f"change it); reduce {name}")
+    return n
+
+
+def check_depth(value, name: str = "depth") -> int:
+    """The number of layers: an integer 1 <= depth <= MAX_DEPTH (10**6), with the time estimate."""
+    v = check_int(name, value, lo=1)
+    if v > MAX_DEPTH:
+        raise ValueError(
+            f"{name} must be <= {MAX_DEPTH:,} layers, got {value!r}: the layer recursions would take at "
+            f"least ~{v * _SECONDS_PER_LAYER:.3g} s (~{_SECONDS_PER_LAYER:g} s per layer) and their float64 "
+            f"layer sums lose precision beyond ~1e6 layers")
+    return v
+
+
+def check_alphas(value, name: str = "alphas") -> np.ndarray:
+    """A grid of residual scalings: a scalar or a non-empty 1-D real array, finite and >= 0.
+
+    Strings, bools, complex and object values are refused with a message naming ``name``
+    (same type rule as every other parameter). Returns a 1-D float64 array.
+    """
+    if isinstance(value, (bool, np.bool_)):
+        raise ParameterTypeError(f"{name} must be a real number or a 1-D array of them, got {_describe(value)}")
+    if isinstance(value, (list, tuple)) and any(isinstance(v, (bool, np.bool_)) for v in value):
+        raise ParameterTypeError(f"{name} must contain real numbers, got {_describe(value)}")
+    a = as_finite_array(name, value)
+    a = np.atleast_1d(a)
+    if a.ndim != 1:
+        raise ValueError(f"{name} must be a scalar or 1-D array, got shape {a.shape}")
+    if np.any(a < 0):
+        raise ValueError(f"{name} must be >= 0, got min {a.min()!r}")
+    return a
+
+
+_SCALE_NAMES = ("alpha", "sigma_w2", "sigma_b2", "sigma_in2", "sigma_bin2")
+
+
+def scale_culprits(net=None, q0=None, K0=None, kernel_name: str = "K0", alphas=None,
+                   threshold: float = 1e6) -> str:
+    """A phrase naming the scale parameters of a call that are large (> threshold), for an
+    overflow message: e.g. "sigma_w2 = 1e+200 (net), q0 = 1e+100". The parameters that set
+    the kernel's scale are always listed at the end, so the message names every candidate."""
+    big = []
+    if net is not None:
+        for n in _SCALE_NAMES:
+            v = getattr(net, n, None)
+            if v is not None and abs(float(v)) > threshold:
+                big.append(f"{n} = {float(v):.3g} (net)")
+    if q0 is not None and abs(float(q0)) > threshold:
+        big.append(f"q0 = {float(q0):.3g}")
+    if K0 is not None:
+        m = float(np.max(np.abs(K0)))
+        if m > threshold:
+            big.append(f"{kernel_name} (largest kernel entry {m:.3g})")
+    if alphas is not None:
+        m = float(np.max(np.abs(alphas))) if np.size(alphas) else 0.0
+        if m > threshold:
+            big.append(f"alphas (up to {m:.3g})")
+    return ", ".join(big)
+
+
+def check_finite_result(what: str, arrays: dict, *, net=None, q0=None, K0=None, kernel_name: str = "K0",
+                        advice: str = "") -> None:
+    """Raise OverflowError (naming the parameters that set the scale) if any array is not finite.
+
+    ``arrays`` maps a result's name (e.g. "V") to its array (None entries are skipped). Used by
+    the numerics at their exit, so that no inf/NaN is returned without an error.
+    """
+    bad = [k for k, v in arrays.items() if v is not None and not np.all(np.isfinite(np.asarray(v, dtype=float)))]
+    if not bad:
+        return
+    culprits = scale_culprits(net, q0=q0, K0=K0, kernel_name=kernel_name)
+    cause = f"the large input(s) {culprits}" if culprits else "the scale of the inputs"
+    raise OverflowError(
+        f"{what}: {', '.join(bad)} not finite (overflow of float64), caused by {cause}; reduce the scale of "
+        f"{kernel_name}, the variances sigma_w2 / sigma_b2 or alpha of net, or depth" + advice)
 
 
 # ------------------------------------------------------------------ kernels

@@ -28,7 +28,7 @@ import numpy as np
 
 from .activations import Activation, get_activation
 from .blocks import BLOCKS, Block, get_block
-from .inputs import check_choice, check_int, check_real
+from .inputs import check_choice, check_depth, check_int, check_real
 
 
 
@@ -48,8 +48,9 @@ class ResNet:
 
     Parameters
     ----------
-    depth : int >= 1
-        Number of residual blocks L.
+    depth : int, 1 <= depth <= 10**6
+        Number of residual blocks L (above 10**6 = ``resscale.inputs.MAX_DEPTH`` no layer
+        recursion finishes in reasonable time: refused with the time estimate).
     alpha : float >= 0
         Residual-branch scaling (ignored by ``block="feedforward"`` and by
         :func:`resscale.optimal_alpha`, which scans it).
@@ -77,7 +78,7 @@ class ResNet:
 
     def __post_init__(self):
         set_ = lambda k, v: object.__setattr__(self, k, v)  # noqa: E731 (frozen dataclass)
-        set_("depth", _check_real("depth", self.depth, min_value=1, integer=True))
+        set_("depth", check_depth(self.depth))  # 1 <= depth <= inputs.MAX_DEPTH (10**6)
         set_("alpha", _check_real("alpha", self.alpha, min_value=0.0))
         for name in ("sigma_w2", "sigma_b2", "sigma_in2", "sigma_bin2"):
             set_(name, _check_real(name, getattr(self, name), min_value=0.0))

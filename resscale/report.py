@@ -360,14 +360,18 @@ def write_table(rows: list, path) -> Path:
 def _save(fig, out: Path, stem: str, cfg: ReportConfig) -> list:
     import matplotlib.pyplot as plt
 
+    import io
+
     files = []
-    for ext in ("png", "pdf") if cfg.pdf else ("png",):
-        path = out / f"{stem}.{ext}"
-        tmp = out / f".{stem}.partial.{ext}"
-        fig.savefig(tmp, dpi=cfg.dpi, bbox_inches="tight")
-        tmp.replace(path)
-        files.append(path.name)
-    plt.close(fig)
+    try:
+        for ext in ("png", "pdf") if cfg.pdf else ("png",):
+            path = out / f"{stem}.{ext}"
+            buf = io.BytesIO()  # rendered in memory, then written atomically to a unique temporary
+            fig.savefig(buf, format=ext, dpi=cfg.dpi, bbox_inches="tight")   # name (pid + random):
+            atomic_write_bytes(path, buf.getvalue())   # two writers of one report never share a tmp file
+            files.append(path.name)
+    finally:
+        plt.close(fig)
     return files
 
 

@@ -29,7 +29,7 @@ from __future__ import annotations
 
 import numpy as np
 
-from .inputs import ParameterTypeError, check_bool, check_memory, input_kernel
+from .inputs import ParameterTypeError, check_bool, check_memory, input_kernel, scale_culprits
 from .kernel_maps import pair_matrix, tangent_G  # noqa: F401  (tangent_G re-exported)
 from .kernel_recursion import kernel_step
 
@@ -64,6 +64,7 @@ def response_function(net, X=None, K0=None, return_log_scale=False):
         raise ParameterTypeError(f"net must be a resscale.ResNet, got {type(net).__name__}")
     return_log_scale = check_bool("return_log_scale", return_log_scale)
     K = input_kernel(net, X=X, K0=K0)
+    K_in = K
     P = K.shape[0]
     # the tangent (P, P, P, P) float64 and about 5 temporaries of its size per layer
     check_memory("P (the number of inputs)", 6 * 8.0 * P ** 4,
@@ -84,7 +85,12 @@ def response_function(net, X=None, K0=None, return_log_scale=False):
             JK, Jm = JK / norm, Jm / norm
             sJ += np.log(norm)
         elif not np.isfinite(norm):
-            raise FloatingPointError("response_function: non-finite tangent (check the activation)")
+            culprits = scale_culprits(net, K0=K_in, kernel_name="the kernel (X or K0)")
+            raise OverflowError(f"response_function: the tangent dK^l/dK^0 is not finite at layer {_ + 1} of depth "
+                                f"{net.depth} (float64 overflow"
+                                + (f" caused by the large input(s) {culprits}" if culprits else
+                                   f", or an activation {net.phi.name!r} whose derivatives are not finite")
+                                + "); reduce the variances sigma_w2 / sigma_b2 or alpha of net, X or K0, or depth")
     if return_log_scale:
         return JK, sJ
     if sJ > 700.0:

@@ -53,7 +53,7 @@ from typing import Optional
 import numpy as np
 
 from .inputs import (ParameterTypeError, as_finite_array, check_bool, check_choice, check_int,
-                     check_memory, input_kernel)
+                     check_memory, check_work, input_kernel)
 from .network import ResNet
 
 BACKENDS = ("numpy", "torch")
@@ -606,6 +606,9 @@ def _resolve(net, width, n_networks, X, K0, seed, backend, dtype, method, all_la
     item = np.dtype(dtype).itemsize
     per_net = (width * width + 12 * width * (P + 1)) * item if method == "weights" else \
         (_layer_block(width, P + 1, net.depth, True) * width * (P + 2) + 16 * width * (P + 1)) * item
+    # a lower bound of the work (each layer touches width (P + 1) numbers ~10 times): refuse runs of days
+    check_work("n_networks (or width, depth)", 10 * n_networks * net.depth * width * (P + 1),
+               f"simulate of {n_networks} networks of width {width} and depth {net.depth}")
     check_memory("chunk_size or width", min(chunk_size, n_networks) * per_net,
                  f"simulate: one chunk of {min(chunk_size, n_networks)} networks of width {width} ({method})")
     if all_layers:
@@ -664,7 +667,8 @@ def simulate(net: ResNet, width: int, n_networks: int, X=None, K0=None, seed: in
     ----------
     net : ResNet
     width : int >= 1              N
-    n_networks : int >= 1         S
+    n_networks : int >= 1         S (a run whose work estimate exceeds RESSCALE_MAX_WORK, default
+                                  1e16 flop, is refused up front: inputs.WorkLimitError)
     X : (P, d) data through the random input layer, or
     K0 : (P, P) PSD input kernel: h^0_i ~ N(0, K0) i.i.d. over neurons (exactly one of X, K0)
     seed : int >= 0               network s uses SeedSequence(seed, spawn_key=(s,))

@@ -37,3 +37,82 @@ def simulate_inline(net, K0, width, n_networks, seed=0):
                 h = W @ phi(h) + b
         out[s] = h.T @ h / width
     return out
+
+
+# ------------------------------------------------------------------ processes (issue 12 item 5)
+def proc_children(pid):
+    """PIDs whose parent is ``pid`` (from /proc, Linux), excluding zombies."""
+    import os
+
+    out = []
+    for d in os.listdir("/proc"):
+        if not d.isdigit():
+            continue
+        try:
+            with open(f"/proc/{d}/stat") as f:
+                st = f.read()
+        except OSError:
+            continue
+        fields = st.rsplit(")", 1)[1].split()
+        if int(fields[1]) == pid and fields[0] != "Z":
+            out.append(int(d))
+    return out
+
+
+def proc_alive(pid):
+    """Whether ``pid`` runs (exists and is not a zombie)."""
+    try:
+        with open(f"/proc/{pid}/stat") as f:
+            return f.read().rsplit(")", 1)[1].split()[0] != "Z"
+    except OSError:
+        return False
+
+
+def kill_parent_and_check_children(script, sig, *, min_children=2, start_timeout=30.0, settle=3.0, grace=6.0):
+    """Run ``script`` (python -c), wait for ``min_children`` child processes (and ``settle`` s more for
+    their initializers), send ``sig`` to the parent, and assert that every child ends within ``grace``
+    s. Returns the parent's exit code. Cleans up (SIGKILL) whatever is left if the check fails."""
+    import os
+    import subprocess
+    import sys
+    import time
+
+    proc = subprocess.Popen([sys.executable, "-c", script], stdout=subprocess.DEVNULL, stderr=subprocess.PIPE)
+    kids = []
+    try:
+        t0 = time.time()
+        while time.time() - t0 < start_timeout:
+            kids = proc_children(proc.pid)
+            if len(kids) >= min_children:
+                time.sleep(settle)
+                kids = proc_children(proc.pid)
+                break
+            if proc.poll() is not None:
+                break
+            time.sleep(0.2)
+        assert len(kids) >= min_children, \
+            f"workers did not start: {proc.stderr.read() if proc.poll() is not None else ''}"
+        os.kill(proc.pid, sig)
+        proc.wait(10)
+        t1 = time.time()
+        while time.time() - t1 < grace and any(proc_alive(k) for k in kids):
+            time.sleep(0.1)
+        left = [k for k in kids if proc_alive(k)]
+        assert not left, f"processes {left} outlived their parent by {grace:g} s"
+        return proc.returncode
+    finally:
+        if proc.poll() is None:
+            proc.kill()
+            proc.wait()
+        for k in kids:  # only if the check failed: no orphans left behind by the test itself
+            if proc_alive(k):
+                try:
+                    os.kill(k, 9)
+                except OSError:
+                    pass
+
+
+@pytest.fixture
+def kill_parent():
+    """:func:`kill_parent_and_check_children` as a fixture (shared by the process tests)."""
+    return kill_parent_and_check_children

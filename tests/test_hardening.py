@@ -241,3 +241,147 @@ def test_valid_edge_inputs_are_finite(act, block):
     assert np.all(np.isfinite(chi))
     r = rs.simulate(net, np.int32(4), 2, K0=np.eye(2), chunk_size=1)
     assert np.all(np.isfinite(r.kernels))
+
+
+# ------------------------------------------------------------------ former known bugs of the fuzz (issue 12)
+def test_depth_limit_with_estimate():
+    from resscale.inputs import MAX_DEPTH
+
+    assert rs.ResNet(depth=MAX_DEPTH).depth == MAX_DEPTH
+    for bad in (MAX_DEPTH + 1, 10 ** 40, 1e308):
+        with pytest.raises(ValueError, match=r"depth must be <= 1,000,000.*~.* s"):
+            rs.ResNet(depth=bad)
+    # the mean field at depth 1e5 still works (sensitivity: a fast path, ~0.1 s)
+    assert math.isfinite(rs.sensitivity(rs.ResNet(depth=10 ** 5, alpha=0.003), 0.9))
+
+
+def test_simulate_refuses_runaway_n_networks(monkeypatch):
+    from resscale.inputs import WorkLimitError
+
+    net = rs.ResNet(depth=2)
+    with pytest.raises(WorkLimitError, match=r"n_networks.*floating-point operations|floating-point.*n_networks"):
+        rs.simulate(net, width=4, n_networks=1e308, K0=np.eye(2))
+    monkeypatch.setenv("RESSCALE_MAX_WORK", "1e3")
+    with pytest.raises(WorkLimitError, match="RESSCALE_MAX_WORK"):
+        rs.simulate(net, width=4, n_networks=100, K0=np.eye(2))
+    monkeypatch.setenv("RESSCALE_MAX_WORK", "abc")
+    with pytest.raises(ValueError, match="RESSCALE_MAX_WORK"):
+        rs.simulate(net, width=4, n_networks=2, K0=np.eye(2))
+
+
+def test_finite_width_mean_shift_false_is_none():
+    fw = rs.finite_width(rs.ResNet(depth=3), width=8, K0=np.array([[1.0, 0.5], [0.5, 1.0]]), mean_shift=False)
+    assert fw.mean_shift is None
+    assert np.all(np.isfinite(fw.covariance))
+    assert fw.to_dict()["mean_shift"] is None
+    with pytest.raises(ValueError, match="mean_shift=True"):
+        fw.expected_kernel
+
+
+@pytest.mark.parametrize("kw, data, name", [
+    (dict(), dict(X=np.array([[1e150, 1e150]])), "X"),
+    (dict(sigma_b2=1e20), dict(K0=np.eye(2)), "sigma_b2"),
+    (dict(alpha=1e200), dict(K0=np.eye(2)), "alpha"),
+    (dict(sigma_w2=1e308), dict(K0=np.eye(2)), "sigma_w2"),
+])
+def test_finite_width_overflow_names_the_parameter(kw, data, name):
+    with pytest.raises(OverflowError, match=name):
+        rs.finite_width(rs.ResNet(depth=2, alpha=kw.pop("alpha", 0.5), **kw), width=8, method="exact", **data)
+
+
+@pytest.mark.parametrize("kw, name", [(dict(sigma_w2=5e200), "sigma_w2"), (dict(alpha=1e200), "alpha")])
+def test_response_function_overflow_names_the_parameter(kw, name):
+    with pytest.raises(OverflowError, match=name):
+        rs.response_function(rs.ResNet(depth=2, **{"alpha": 0.5, **kw}), K0=np.array([[1.0, 0.5], [0.5, 1.0]]))
+
+
+def test_sensitivity_alphas_messages():
+    net = rs.ResNet(depth=2)
+    with pytest.raises(ParameterTypeError, match="alphas"):
+        rs.sensitivity(net, 0.9, alphas="abc")
+    with pytest.raises(ParameterTypeError, match="alphas"):
+        rs.sensitivity(net, 0.9, alphas=[True])
+    with pytest.raises(OverflowError, match="alphas"):
+        rs.sensitivity(net, 0.9, alphas=[6e203])
+
+
+@pytest.mark.parametrize("kw", [dict(sigma_w2=1e308), dict(sigma_b2=1e100), dict(sigma_b2=1e20),
+                                dict(sigma_w2=1e200, block="reduced"), dict(sigma_w2=2.0, sigma_b2=0.1)])
+def test_erf_two_input_paths_agree(kw):
+    """The state leak: the compiled (numba) erf kernel, loaded lazily by the first large call, gave
+    other results than the NumPy paths at huge variances (inf/NaN from 1 - x^2 rounding to 0, and
+    alpha^2 * (sigma_w2 * 4/pi) overflowing). Now the NumPy vector, scalar and numba paths agree."""
+    import sys
+
+    S = sys.modules["resscale.sensitivity"]
+    net = rs.ResNet(depth=30, **kw)
+    a = np.array([0.01, 0.3, 2.0])
+    saved = S._nb_erf
+    try:
+        S._nb_erf = None
+        v = S._erf_trajectory(net, 0.9, 1.0, a)
+        sc = [S._erf_trajectory(net, 0.9, 1.0, a[i:i + 1]) for i in range(3)]
+    finally:
+        S._nb_erf = saved
+    lv = v["log_dk"] - v["log_q"]
+    ls = np.array([float(x["log_dk"][0] - x["log_q"][0]) for x in sc])
+    np.testing.assert_array_equal(np.isnan(lv), np.isnan(ls))
+    ok = np.isfinite(lv)
+    np.testing.assert_allclose(lv[ok], ls[ok], rtol=1e-9, atol=1e-9)
+    nb = S._compile_numba()  # None without numba (or with RESSCALE_NO_NUMBA)
+    if nb is not None:
+        q, k, lg = nb(net.block == "full", float(net.sigma_w2), float(net.sigma_b2), 30, 0.9, 1.0, a)
+        r = S._finish(q, k, np.zeros(3), lg)
+        ln = r["log_dk"] - r["log_q"]
+        np.testing.assert_array_equal(np.isnan(ln), np.isnan(ls))
+        np.testing.assert_allclose(ln[ok], ls[ok], rtol=1e-9, atol=1e-9)
+
+
+def test_analytic_alpha_scales_with_sigma_w2_fast():
+    """Full block, sigma_b2 = 0: T* is proportional to 1/sigma_w2 (time in units of the flow's speed);
+    sigma_w2 = 1e308 used to take minutes."""
+    import time
+
+    T1 = analytic_alpha(rs.ResNet(depth=100), 0.9)[1]
+    t0 = time.time()
+    T = analytic_alpha(rs.ResNet(depth=100, sigma_w2=1e308), 0.9)[1]
+    assert time.time() - t0 < 2.0
+    assert T * 1e308 == pytest.approx(T1, rel=1e-6)
+
+
+def test_analytic_alpha_budget_for_oscillating_callable():
+    import time
+
+    t0 = time.time()
+    a, T, note = analytic_alpha(rs.ResNet(depth=2, activation=lambda u: np.sin(u)), 0.9)
+    assert time.time() - t0 < 20.0   # ~3 s alone; was > 120 s (2 cores shared: generous bound)
+    assert "budget" in note and (math.isnan(a) or (math.isfinite(a) and math.isfinite(T)))
+
+
+def test_report_figures_use_unique_tmp_names(tmp_path, monkeypatch):
+    import os
+
+    import matplotlib
+
+    matplotlib.use("Agg")
+    import matplotlib.pyplot as plt
+
+    from resscale import report
+
+    calls = []
+    real = os.replace
+
+    def replace(src, dst, *a, **k):
+        calls.append((os.fspath(src), os.fspath(dst)))
+        return real(src, dst, *a, **k)
+
+    monkeypatch.setattr(os, "replace", replace)
+    cfg = report.ReportConfig()
+    for _ in range(2):
+        fig, ax = plt.subplots()
+        ax.plot([0, 1], [0, 1])
+        report._save(fig, tmp_path, "figX", cfg)
+    srcs = [s for s, d in calls if os.path.basename(d).startswith("figX.")]
+    assert len(srcs) >= 2 and len(set(srcs)) == len(srcs)        # never the same temporary name
+    assert all(os.path.dirname(s) == str(tmp_path) for s in srcs)  # same directory: atomic os.replace
+    assert sorted(p.name for p in tmp_path.iterdir() if p.name.startswith(".")) == []

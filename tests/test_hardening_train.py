@@ -177,69 +177,17 @@ def test_worker_init_calls_parallel_init_worker(monkeypatch):
     assert got == [(1, 12345)]
 
 
-def _children(pid):
-    out = []
-    for d in os.listdir("/proc"):
-        if not d.isdigit():
-            continue
-        try:
-            with open(f"/proc/{d}/stat") as f:
-                st = f.read()
-        except OSError:
-            continue
-        fields = st.rsplit(")", 1)[1].split()
-        if int(fields[1]) == pid and fields[0] != "Z":
-            out.append(int(d))
-    return out
-
-
-def _alive(pid):
-    try:
-        with open(f"/proc/{pid}/stat") as f:
-            return f.read().rsplit(")", 1)[1].split()[0] != "Z"
-    except OSError:
-        return False
-
-
 @needs_torch
 @pytest.mark.skipif(not sys.platform.startswith("linux"), reason="uses /proc")
-def test_train_workers_die_on_sigkill_of_parent(tmp_path):
+def test_train_workers_die_on_sigkill_of_parent(tmp_path, kill_parent):
     """Two workers train long runs (many epochs); SIGKILL of the parent ends them within 6 s."""
     script = textwrap.dedent(f"""
         from resscale.training import TrainConfig, run_sweep
         cfg = TrainConfig(dataset="digits", width=8, epochs=100000, batch_size=256)
         run_sweep(cfg, [2], "0.1,1", 1, {str(tmp_path)!r}, workers=2, threads=1, progress=False, plot=False)
     """)
-    proc = subprocess.Popen([sys.executable, "-c", script], stdout=subprocess.DEVNULL, stderr=subprocess.PIPE)
-    try:
-        t0 = time.time()
-        kids = []
-        while time.time() - t0 < 60:
-            kids = _children(proc.pid)
-            if len(kids) >= 2:
-                time.sleep(4.0)  # the workers import torch and run the initializer
-                kids = _children(proc.pid)
-                break
-            if proc.poll() is not None:
-                break
-            time.sleep(0.2)
-        assert len(kids) >= 2, f"workers did not start: {proc.stderr.read() if proc.poll() is not None else ''}"
-        os.kill(proc.pid, signal.SIGKILL)
-        proc.wait(10)
-        t1 = time.time()
-        while time.time() - t1 < 6 and any(_alive(k) for k in kids):
-            time.sleep(0.1)
-        left = [k for k in kids if _alive(k)]
-        assert not left, f"train workers {left} outlived their parent by 6 s"
-    finally:
-        if proc.poll() is None:
-            proc.kill()
-            proc.wait()
-        for k in _children(proc.pid):  # pragma: no cover - only if the test failed
-            try:
-                os.kill(k, signal.SIGKILL)
-            except OSError:
-                pass
+    # the workers import torch and run the initializer: 4 s after they appear
+    kill_parent(script, signal.SIGKILL, min_children=2, start_timeout=60.0, settle=4.0, grace=6.0)
 
 
 # ------------------------------------------------------------------ item 7: help and --scheduler

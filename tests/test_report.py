@@ -11,7 +11,7 @@ from resscale import report as R
 
 ROOT = Path(__file__).resolve().parent.parent
 FIG_STEMS = ["fig1_signal_propagation", "fig2_response_distance", "fig3_sensitivity", "fig4_alpha_vs_depth",
-             "fig5_universality", "fig6_finite_width", "fig7_finite_size"]
+             "fig5_universality", "fig6_finite_width", "fig7_finite_size", "fig8_universality_map"]
 
 
 def _tiny(**kw):
@@ -33,12 +33,13 @@ def test_tiny_report_writes_every_file(tiny_report):
         rows = (out / f"{stem}.csv").read_text().splitlines()
         assert len(rows) >= 3, stem  # header + data
     md = (out / "report.md").read_text()
-    for i in range(1, 8):
+    for i in range(1, 9):
         assert f"## Figure {i}:" in md
     assert "Verdict" in md
     data = json.loads((out / "report.json").read_text())
     assert set(data["verdict"]) == {"claim1", "claim2", "claim3", "claim4"}
-    assert set(data["figures"]) == {f"fig{i}" for i in range(1, 8)}
+    assert set(data["figures"]) == {f"fig{i}" for i in range(1, 9)}
+    assert "IDENTITY" in data["verdict"]["claim4"] and "Fig. 8" in data["verdict"]["claim4"]
     assert data["meta"]["tasks_computed"] > 10
 
 
