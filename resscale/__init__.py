@@ -11,6 +11,7 @@ from .kernel_recursion import kernel_recursion, mean_field_kernel, mean_field_me
 from .response import response_function
 from .sensitivity import log_sensitivity, sensitivity
 from .optimal_alpha import NoInteriorMaximumWarning, OptimalAlphaResult, analytic_alpha, optimal_alpha
+from .data_sensitivity import DataSensitivity, data_sensitivity  # noqa: F401 (issue 11)
 from .finite_width import FiniteWidthResult, finite_width, sensitivity_finite_width
 from .simulation import SimulationResult, simulate
 from .training import TrainConfig, build_model, data_kernel_stats, load_dataset, run_sweep, train_run

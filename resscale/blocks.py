@@ -6,7 +6,9 @@ block is added here, in one place (the pattern of neural-tangents' ``stax``):
 * ``kernel_step``      the mean-field kernel map K^{l-1} -> K^l            (Eq. 3.1-3.4, 3.6)
 * ``tangent_step``     its exact tangent (forward mode)                      (Eq. 7.2-7.4, 7.6)
 * ``two_input_step``   the equal-norm two-input recursion with d k^l/d k^{l-1} (Eq. 5.2)
+* ``pair_step``        the same for many pairs of unequal norms (data-level sensitivity, Eq. 8.2)
 * ``continuum_rates``  the small-alpha flow d(q, k)/dtau, tau = alpha^2 l    (Eq. 6.1-6.2)
+  (``continuum_pair_rates`` for unequal norms, Eq. 8.5)
 * ``simulate_layer``   one layer of the Monte-Carlo sampler                  (docs/simulation.md)
 * ``torch_features``   the layer stack of the trainable torch model          (resscale.training)
 
@@ -71,6 +73,12 @@ class Block:
         """Equal-norm two-input step over arrays of alphas: (q', k', m', log dk'/dk) (Eq. 5.2)."""
         raise NotImplementedError
 
+    def pair_step(self, phi, sw2, sb2, a, a2, q, k, m, I, J):
+        """Unequal-norm pair recursion (data-level sensitivity, docs/theory.md Sec. 8): norms q and
+        means m of the inputs (..., n_in), kernels k of the pairs (I, J) (..., n_p); returns
+        (q', k', m', log dk'/dk), the last per pair."""
+        raise NotImplementedError
+
     # ---- continuum limit (analytic alpha*)
     def continuum_obstacle(self, net):
         """Why the continuum limit T = alpha^2 L does not apply to this net, or None."""
@@ -78,6 +86,11 @@ class Block:
 
     def continuum_rates(self, net, q, k, sb2):
         """(dq/dtau, dk/dtau, d(dk/dtau)/dk) of the flow at (q, k) (Eq. 6.1-6.2)."""
+        raise NotImplementedError
+
+    def continuum_pair_rates(self, phi, sw2, qd, sb_d, qI, qJ, kk, sb_p):
+        """Unequal-norm flow: (dq/dtau at the norms qd, dk/dtau and d(dk/dtau)/dk at the pairs
+        (qI, qJ, kk)); ``sb_d``, ``sb_p`` the bias in the units of qd and of the pairs (Eq. 8.5)."""
         raise NotImplementedError
 
     # ---- Monte Carlo and training
@@ -111,10 +124,19 @@ class FullBlock(Block):
         G, A, g = phi.pair_equal(q, k)
         return q + a2 * (sw2 * g + sb2), k + a2 * (sw2 * G + sb2), m, np.log1p(a2 * sw2 * A)
 
+    def pair_step(self, phi, sw2, sb2, a, a2, q, k, m, I, J):
+        G, _, _, A = phi.pair(q[..., I], q[..., J], k)
+        return (q + a2 * (sw2 * phi.diag(q)[0] + sb2), k + a2 * (sw2 * G + sb2), m,
+                np.log1p(a2 * (sw2 * A)))
+
     def continuum_rates(self, net, q, k, sb2):
         phi, sw2 = net.phi, net.sigma_w2
         G, _, _, A = phi.pair(q, q, k)
         return sw2 * phi.diag(q)[0] + sb2, sw2 * G + sb2, sw2 * A
+
+    def continuum_pair_rates(self, phi, sw2, qd, sb_d, qI, qJ, kk, sb_p):
+        G, _, _, A = phi.pair(qI, qJ, kk)
+        return sw2 * phi.diag(qd)[0] + sb_d, sw2 * G + sb_p, sw2 * A
 
     def simulate_layer(self, layer, fn, d1, h, dh, alpha, P):
         A = fn(h)
@@ -173,11 +195,26 @@ class ReducedBlock(Block):
                     f"block with non-odd {net.phi.name} has a mean drift O(alpha l)")
         return None
 
+    def pair_step(self, phi, sw2, sb2, a, a2, q, k, m, I, J):
+        Z, Zk = sw2 * q + sb2, sw2 * k + sb2
+        G, _, _, A = phi.pair(Z[..., I], Z[..., J], Zk)
+        dlog = np.log1p(a2 * (sw2 * A))
+        g = phi.diag(Z)[0]
+        if phi.odd:
+            return q + a2 * g, k + a2 * G, m, dlog
+        mu = phi.mean(Z)[0]
+        k = k + a * (m[..., I] * mu[..., J] + mu[..., I] * m[..., J]) + a2 * G
+        return q + 2.0 * a * m * mu + a2 * g, k, m + a * mu, dlog
+
     def continuum_rates(self, net, q, k, sb2):
         phi, sw2 = net.phi, net.sigma_w2
         zq, zk = sw2 * q + sb2, sw2 * k + sb2
         G, _, _, A = phi.pair(zq, zq, zk)
         return phi.diag(zq)[0], G, sw2 * A
+
+    def continuum_pair_rates(self, phi, sw2, qd, sb_d, qI, qJ, kk, sb_p):
+        G, _, _, A = phi.pair(sw2 * qI + sb_p, sw2 * qJ + sb_p, sw2 * kk + sb_p)
+        return phi.diag(sw2 * qd + sb_d)[0], G, sw2 * A
 
     def simulate_layer(self, layer, fn, d1, h, dh, alpha, P):
         Y, b = layer(h if dh is None else _concat(h, dh))
@@ -211,11 +248,21 @@ class TwoLayerBlock(Block):
         return (q + a2 * (sw2 * g + sb2), k + a2 * (sw2 * G + sb2), m,
                 np.log1p(a2 * sw2 * sw2 * A))
 
+    def pair_step(self, phi, sw2, sb2, a, a2, q, k, m, I, J):
+        Z, Zk = sw2 * q + sb2, sw2 * k + sb2
+        G, _, _, A = phi.pair(Z[..., I], Z[..., J], Zk)
+        return (q + a2 * (sw2 * phi.diag(Z)[0] + sb2), k + a2 * (sw2 * G + sb2), m,
+                np.log1p(a2 * (sw2 * sw2 * A)))
+
     def continuum_rates(self, net, q, k, sb2):
         phi, sw2 = net.phi, net.sigma_w2
         zq, zk = sw2 * q + sb2, sw2 * k + sb2
         G, _, _, A = phi.pair(zq, zq, zk)
         return sw2 * phi.diag(zq)[0] + sb2, sw2 * G + sb2, sw2 * sw2 * A
+
+    def continuum_pair_rates(self, phi, sw2, qd, sb_d, qI, qJ, kk, sb_p):
+        G, _, _, A = phi.pair(sw2 * qI + sb_p, sw2 * qJ + sb_p, sw2 * kk + sb_p)
+        return sw2 * phi.diag(sw2 * qd + sb_d)[0] + sb_d, sw2 * G + sb_p, sw2 * sw2 * A
 
     def simulate_layer(self, layer, fn, d1, h, dh, alpha, P):
         Y, b = layer(h if dh is None else _concat(h, dh))          # W h + b
@@ -249,6 +296,10 @@ class FeedForwardBlock(Block):
     def two_input_step(self, phi, sw2, sb2, a, a2, q, k, m):
         G, A, g = phi.pair_equal(q, k)
         return sw2 * g + sb2, sw2 * G + sb2, m, np.log(np.maximum(sw2 * A, _TINY))
+
+    def pair_step(self, phi, sw2, sb2, a, a2, q, k, m, I, J):
+        G, _, _, A = phi.pair(q[..., I], q[..., J], k)
+        return sw2 * phi.diag(q)[0] + sb2, sw2 * G + sb2, m, np.log(np.maximum(sw2 * A, _TINY))
 
     def continuum_obstacle(self, net):
         return "feedforward block has no residual scaling"

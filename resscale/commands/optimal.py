@@ -14,6 +14,7 @@ from . import _options as o
 def register(app: typer.Typer) -> None:
     @app.command()
     def optimal(
+        ctx: typer.Context,
         depth: int = o.Depth, sigma_w2: float = o.SigmaW2, sigma_b2: float = o.SigmaB2,
         activation: str = o.ActivationOpt,
         block: str = typer.Option("full", "--block", "-b", help="full | reduced."), c0: float = o.C0, q0: float = o.Q0,
@@ -25,14 +26,23 @@ def register(app: typer.Typer) -> None:
         plot: Path = typer.Option(Path("resscale_optimal.png"), help="PNG of S(alpha) with alpha* marked."),
         no_plot: bool = typer.Option(False, "--no-plot", help="Do not write the PNG."),
         json_out: bool = o.Json,
+        data: Optional[Path] = typer.Option(None, "--data", help="Data set (.npy or .csv, P rows x d features): "
+                                            "maximise the data-level sensitivity instead of S(c0, q0)."),
+        max_pairs: int = typer.Option(2000, "--max-pairs", help="With --data: pairs used (subsampled above)."),
+        sigma_in2: float = o.SigmaIn2, sigma_bin2: float = o.SigmaBin2,
     ):
-        """Find alpha* = argmax S(alpha), S = dc^L/dc^0 (two inputs of norm q0, correlation c0)."""
+        """Find alpha* = argmax S(alpha), S = dc^L/dc^0 (two inputs of norm q0, correlation c0, or --data)."""
         from ..optimal_alpha import NoInteriorMaximumWarning, optimal_alpha
+
+        if data is not None:  # data-level alpha* (resscale/data_sensitivity.py, docs/theory.md Sec. 8)
+            from ..data_sensitivity import cli_optimal_data
+            return cli_optimal_data(ctx, data, depth, sigma_w2, sigma_b2, sigma_in2, sigma_bin2, activation, block,
+                                    alpha_min, alpha_max, n_grid, max_pairs, plot, no_plot, json_out)
 
         if block == "feedforward":
             o.fail("--block feedforward has no residual scaling alpha to optimise; use full, reduced or two_layer")
-        if not (alpha_min > 0 and alpha_max > alpha_min):
-            o.fail(f"need 0 < --alpha-min < --alpha-max, got --alpha-min {alpha_min:g} --alpha-max {alpha_max:g}")
+        if not (0 < alpha_min < alpha_max < float("inf")):  # NaN and inf fail too
+            o.fail(f"need 0 < --alpha-min < --alpha-max, both finite, got --alpha-min {alpha_min:g} --alpha-max {alpha_max:g}")
         net = o.make_net(depth, 0.0, sigma_w2, sigma_b2, 1.0, 0.0, activation, block)
         try:
             with warnings.catch_warnings():
