@@ -31,11 +31,14 @@ def register(app: typer.Typer) -> None:
         method: str = typer.Option("auto", help="auto, exact or interpolated (full block: node layers, "
                                                 "docs/theory.md Sec. 4.9; auto = interpolated for L > 64)."),
         as_json: bool = typer.Option(False, "--json", help="Print JSON."),
+        order: int = typer.Option(1, "--order", help="1: leading 1/N theory; 2: also the next order V1, M2 "
+                                                     "(two_layer and reduced blocks; docs/theory.md Sec. 4.12)."),
     ):
         """Finite-width kernel statistics: mean-field K, mean shift M, covariance V."""
         import numpy as np
 
         from ..finite_width import finite_width
+        from ..finite_width.next_order import NEXT_ORDER_BLOCKS, validity_warning
         from ..inputs import two_input_kernel
         from ..network import ResNet
 
@@ -43,12 +46,22 @@ def register(app: typer.Typer) -> None:
             net = ResNet(depth=depth, alpha=alpha, sigma_w2=sigma_w2, sigma_b2=sigma_b2,
                          activation=activation, block=block)
             fw = finite_width(net, width=width, K0=two_input_kernel(c0, q0), mean_shift=not no_mean,
-                              method=method)
+                              method=method, order=order)
         except (ValueError, NotImplementedError, OverflowError) as exc:
             typer.echo(f"Error: {exc}", err=True)
             raise typer.Exit(2)
+        validity_note = None
+        if width is not None and net.block in NEXT_ORDER_BLOCKS:
+            validity_note = validity_warning(fw)
+            if validity_note and not as_json:
+                typer.echo(validity_note, err=True)
         if as_json:
             d = fw.to_dict()
+            if validity_note is not None:
+                d["warning"] = validity_note
+            if width is not None and order == 2:
+                d["predicted_covariance"] = fw.predicted_covariance.tolist()
+                d["expansion_parameter"] = fw.expansion_parameter
             d["method"] = fw.extras.get("method")
             d["interp_error"] = fw.extras.get("interp_error")
             if width is not None and not no_mean:
@@ -71,3 +84,14 @@ def register(app: typer.Typer) -> None:
         typer.echo(str(np.array([[fw.covariance_independent[a + c] for c in iu] for a in iu])))
         if width is not None and not no_mean:
             typer.echo(f"E[Khat^L] at N={width}:\n{fw.expected_kernel}")
+        if order == 2:
+            typer.echo(f"M2^L (E Khat = K + M/N + M2/N^2):\n{fw.mean_shift2}")
+            typer.echo("V1^L (N Cov = V + V1/N), rows/cols ab = 11, 12, 22:")
+            typer.echo(str(np.array([[fw.covariance_correction[a + c] for c in iu] for a in iu])))
+            if width is not None:
+                typer.echo(f"predicted N Cov at N={width} (V + V1/N):")
+                typer.echo(str(np.array([[fw.predicted_covariance[a + c] for c in iu] for a in iu])))
+                if not no_mean:
+                    typer.echo(f"predicted E[Khat^L] at N={width} (K + M/N + M2/N^2):\n{fw.predicted_mean}")
+                typer.echo(f"expansion parameter (estimated relative size of the first neglected term): "
+                           f"{fw.expansion_parameter:.3g}")

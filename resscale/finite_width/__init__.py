@@ -34,6 +34,7 @@ Layout (dependencies run one way, top to bottom):
 * :mod:`.walk_integrals`  four-point functions of the per-neuron Gaussian walk
 * :mod:`.full`            full block and feed-forward baseline (exact layer sums)
 * :mod:`.reduced`         reduced block (closed linear-noise recursion)
+* :mod:`.next_order`      next order in 1/N (V1, M2) of the closed chains (reduced, two_layer; Sec. 4.12)
 * :mod:`.core`            :func:`finite_width` and :class:`FiniteWidthResult`
 * :mod:`.sensitivity`     finite-width sensitivity S_N (Eq. 4.29)
 * :mod:`.response`        finite-width response (Eq. 4.28)

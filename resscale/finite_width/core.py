@@ -4,9 +4,11 @@ from __future__ import annotations
 import numpy as np
 
 from ..inputs import check_choice, check_int, check_memory, input_kernel
+from ..inputs import check_finite_result
 from .full import _full_or_ff
 from .interpolated import full_block_interpolated  # Sec. 4.9, Eq. 4.61-4.65
 from .reduced import reduced_block_theory  # Sec. 4.8, Eq. 4.40-4.52
+from .next_order import check_next_order, next_order_theory  # Sec. 4.12
 from .result import FiniteWidthResult
 from .two_layer import two_layer_block_theory  # Sec. 4.11, Eq. 4.70-4.75
 
@@ -45,13 +47,24 @@ def estimate_memory(net, P, method, mean_shift=True, n_nodes=32):
     L, P2 = net.depth, P * P
     if method == "exact" and net.block == "full":
         return 150.0 * L * L * (2 * P2 * P2 + 25)
+    if method != "interpolated":
+        n = 2 * (int(n_nodes) + 8)
+        per_pair = P2 * P2 * (3 + (P2 if mean_shift else 0))
+        return 8.0 * (12 * L * P2 * P2 + 3 * n * n / 2 * per_pair) + 2e7
+    # interpolated (docs/theory.md Sec. 4.10): symmetric-pair coordinates Q = P(P+1)/2; V (Q, Q) per layer
+    # and per V node pair, M in (Q, 3, 3) pair blocks; quadrature work arrays of fixed size.
+    from .interpolated import default_v_nodes
+    Q = P * (P + 1) // 2
     n = 2 * (int(n_nodes) + 8)
-    per_pair = P2 * P2 * (3 + (P2 if mean_shift else 0))
-    return 8.0 * (12 * L * P2 * P2 + 3 * n * n / 2 * per_pair) + 2e7
+    nv = n if P <= 3 else default_v_nodes(n_nodes, P) + 8
+    words = 10 * L * Q * Q + 2.5 * nv * nv * Q * Q + (L * P2 * P2 if P <= 4 else 0)
+    if mean_shift:
+        words += 12 * 9 * L * Q + 9 * n * n * Q
+    return 8.0 * words + 1.5e8
 
 
 def finite_width(net, width=None, X=None, K0=None, mean_shift=True, n_r=12, n_t=8, method="auto",
-                 n_nodes=32) -> FiniteWidthResult:
+                 n_nodes=32, order=1) -> FiniteWidthResult:
     """1/N theory of the output kernel: K^L, M^L and V^L (docs/theory.md Sec. 4).
 
     Parameters
@@ -62,7 +75,8 @@ def finite_width(net, width=None, X=None, K0=None, mean_shift=True, n_r=12, n_t=
         ``expected_kernel`` / ``kernel_covariance``; M and V are N-independent).
     X, K0 : data (P, d) or layer-0 kernel (P, P); exactly one.
     mean_shift : bool
-        Also compute M (costlier than V for the full block).
+        Also compute M (costlier than V for the full block). With ``False`` the result's
+        ``mean_shift`` is None (and ``expected_kernel`` raises ValueError).
     n_r, n_t : radial / angular quadrature orders of the outer integrals
         (docs/theory.md Sec. 4.6; defaults give relative accuracy ~1e-4; at most 30, above
         which the same-layer rule (3 n_r outer nodes) loses precision).
@@ -73,13 +87,18 @@ def finite_width(net, width=None, X=None, K0=None, mean_shift=True, n_r=12, n_t=
         its own estimate in ``extras["interp_error"]``). "auto": interpolated for the full
         block deeper than 64 layers.
     n_nodes : int, node layers of the interpolated path (more: more accurate, cost ~ n_nodes^2).
+    order : 1 (default, the leading 1/N theory) | 2 (also the next order, Sec. 4.12: V1 and M2,
+        ``covariance_correction`` / ``mean_shift2``; blocks "two_layer" and "reduced", P <= 3).
 
     Returns
     -------
     FiniteWidthResult with ``kernel`` K^L, ``mean_shift`` M^L (Eq. 4.1),
-    ``covariance`` V^L (Eq. 4.2) and ``covariance_independent`` (Eq. 4.11).
+    ``covariance`` V^L (Eq. 4.2) and ``covariance_independent`` (Eq. 4.11). Never inf/NaN:
+    a result that overflows float64 (X entries ~1e150, sigma_w2 / sigma_b2 / alpha ~1e16 and
+    above) raises OverflowError naming the parameter(s) that set the scale.
     """
     width = _check_width(width)
+    order = check_next_order(net, order)
     K0 = input_kernel(net, X=X, K0=K0)
     n_r = check_int("n_r", n_r, lo=4, hi=30)
     n_t = check_int("n_t", n_t, lo=2, hi=64)
@@ -94,11 +113,24 @@ def finite_width(net, width=None, X=None, K0=None, mean_shift=True, n_r=12, n_t=
     P = K0.shape[0]
     check_memory("depth or P (number of inputs); or use method='interpolated'",
                  estimate_memory(net, P, method, mean_shift, n_nodes), f"finite_width(method={method!r})")
-    if method == "interpolated":
-        out = full_block_interpolated(net, K0, compute_mean=mean_shift, n_nodes=n_nodes, n_r=n_r, n_t=n_t)
-    else:
-        out = EXACT_THEORY[net.block](net, K0, compute_mean=mean_shift, n_r=n_r, n_t=n_t)
-    M = out.get("M", np.full((P, P), np.nan))
+    try:
+        if method == "interpolated":
+            out = full_block_interpolated(net, K0, compute_mean=mean_shift, n_nodes=n_nodes, n_r=n_r, n_t=n_t)
+        else:
+            out = EXACT_THEORY[net.block](net, K0, compute_mean=mean_shift, n_r=n_r, n_t=n_t)
+    except OverflowError as exc:  # Python float arithmetic (alpha ** 4 at alpha ~1e100): name the parameters
+        if "net" in str(exc) or "K0" in str(exc):
+            raise
+        check_finite_result("finite_width", {"the theory": np.inf}, net=net, K0=K0,
+                            kernel_name="K0" if X is None else "X", advice=f" ({exc})")
+    M = out.get("M") if mean_shift else None   # mean_shift=False: M not computed, None (documented)
+    # no inf/NaN without an error (issue 12): huge X / K0 or variances overflow the four-point functions
+    V_ind = out["V_ind"]   # all-NaN by design where there is no independent closure (reduced, two_layer)
+    check_finite_result("finite_width", {"K^L": out["Ks"][-1], "M": M, "V": out["V"],
+                                         "V_ind": None if np.all(np.isnan(V_ind)) else V_ind},
+                        net=net, K0=K0, kernel_name="K0" if X is None else "X")
+    nxt = next_order_theory(net, K0, n_r=n_r, n_t=n_t) if order == 2 else {}   # Sec. 4.12
     return FiniteWidthResult(net=net, K0=K0, kernel=out["Ks"][-1], mean_shift=M,
                              covariance=out["V"], covariance_independent=out["V_ind"], width=width,
+                             order=order, covariance_correction=nxt.get("V1"), mean_shift2=nxt.get("M2"),
                              extras={"method": method, **{k: v for k, v in out.items() if k not in ("V", "V_ind", "M")}})

@@ -13,27 +13,89 @@ class FiniteWidthResult:
     Attributes
     ----------
     kernel : (P, P)        mean-field K^L
-    mean_shift : (P, P)    M^L, E[Khat^L] = K^L + M^L/N + O(1/N^2)        (Eq. 4.1)
+    mean_shift : (P, P) or None   M^L, E[Khat^L] = K^L + M^L/N + O(1/N^2)  (Eq. 4.1);
+                           None when computed with ``mean_shift=False``
     covariance : (P,P,P,P) V^L, N Cov(Khat_ab, Khat_cd) = V_abcd + O(1/N)  (Eq. 4.2)
     covariance_independent : (P,P,P,P) the independent-noise (FFNet-style) closure
         of V for comparison (drops all cross-layer terms, Eq. 4.11)
     width : int or None
+    order : 1 or 2 (``finite_width(..., order=2)``: next order in 1/N, Sec. 4.12)
+    covariance_correction : (P,P,P,P) or None   V1: N Cov = V + V1/N + O(1/N^2)   (order=2)
+    mean_shift2 : (P,P) or None                 M2: E Khat = K + M/N + M2/N^2     (order=2)
+    predicted_covariance, predicted_mean, expansion_ratio, expansion_parameter : properties
+        (need ``width``), docs/theory.md Eq. 4.89-4.92.
     """
 
     net: object
     K0: np.ndarray
     kernel: np.ndarray
-    mean_shift: np.ndarray
+    mean_shift: np.ndarray | None
     covariance: np.ndarray
     covariance_independent: np.ndarray
     width: int | None = None
     extras: dict = field(default_factory=dict, repr=False)
+    order: int = 1
+    covariance_correction: np.ndarray | None = None   # V1 (order=2), Eq. 4.89
+    mean_shift2: np.ndarray | None = None             # M2 (order=2), Eq. 4.90
+
+    # ---- next order in 1/N (docs/theory.md Sec. 4.12, issue 10)
+    def _need_width(self, what):
+        if self.width is None:
+            raise ValueError(f"width is required for {what}")
+        return self.width
+
+    @property
+    def predicted_covariance(self):
+        """N Cov(Khat^L) at this width: V + V1/N (order=2), V (order=1)  (P,P,P,P), Eq. 4.89."""
+        N = self._need_width("predicted_covariance")
+        if self.order >= 2:
+            return self.covariance + self.covariance_correction / N
+        return self.covariance
+
+    @property
+    def predicted_mean(self):
+        """E[Khat^L] at this width: K + M/N + M2/N^2 (order=2), K + M/N (order=1), Eq. 4.90."""
+        N = self._need_width("predicted_mean")
+        if self.mean_shift is None:
+            raise ValueError("predicted_mean needs the mean shift (finite_width(..., mean_shift=True))")
+        out = self.kernel + self.mean_shift / N
+        if self.order >= 2:
+            out = out + self.mean_shift2 / (N * N)
+        return out
+
+    @property
+    def expansion_ratio(self):
+        """eps (Eq. 4.92): |next-order term| / |leading term| at this width (needs V1, M2: computed
+        on first use for order=1 results of the two_layer/reduced blocks; NaN for other blocks)."""
+        N = self._need_width("expansion_ratio")
+        V1, M2 = self.covariance_correction, self.mean_shift2
+        if V1 is None:
+            if "next_order" not in self.extras:
+                from .next_order import NEXT_ORDER_BLOCKS, next_order_theory
+                self.extras["next_order"] = (next_order_theory(self.net, self.K0)
+                                             if self.net.block in NEXT_ORDER_BLOCKS else None)
+            nxt = self.extras["next_order"]
+            if nxt is None:
+                return float("nan")
+            V1, M2 = nxt["V1"], nxt["M2"]
+        from .next_order import expansion_ratio
+        M = self.mean_shift if self.mean_shift is not None else np.zeros_like(M2)
+        return expansion_ratio(self.covariance, V1, M, M2, N)
+
+    @property
+    def expansion_parameter(self):
+        """Estimated relative size of the first neglected term at this width: eps^order
+        (Eq. 4.92; eps = ``expansion_ratio``). Measured range of validity (docs/validation.md,
+        'Next order in 1/N'): see ``VALIDITY`` in resscale.finite_width.next_order."""
+        return self.expansion_ratio ** self.order
 
     @property
     def expected_kernel(self):
         """K^L + M^L / N (needs ``width``)."""
         if self.width is None:
             raise ValueError("width is required for expected_kernel")
+        if self.mean_shift is None:
+            raise ValueError("expected_kernel needs M^L: call finite_width(..., mean_shift=True)")
         return self.kernel + self.mean_shift / self.width
 
     @property
@@ -52,7 +114,11 @@ class FiniteWidthResult:
         return self.extras["response"]
 
     def to_dict(self):
-        return dict(kernel=self.kernel.tolist(), mean_shift=self.mean_shift.tolist(),
+        return dict(kernel=self.kernel.tolist(),
+                    mean_shift=None if self.mean_shift is None else self.mean_shift.tolist(),
                     covariance=self.covariance.tolist(), width=self.width,
                     covariance_independent=self.covariance_independent.tolist(),
-                    net=self.net.to_dict())
+                    net=self.net.to_dict(), order=self.order,
+                    **({} if self.covariance_correction is None else
+                       dict(covariance_correction=self.covariance_correction.tolist(),
+                            mean_shift2=self.mean_shift2.tolist())))
