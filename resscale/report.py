@@ -91,7 +91,7 @@ class ReportConfig:
     f8_sigma_w2s: tuple = tuple(0.25 * 2 ** (k / 4) for k in range(25))       # 0.25 .. 16, factor 2^(1/4)
     f8_robust_sigma_w2s: tuple = tuple(0.25 * 2 ** (k / 2) for k in range(13))  # coarser, for the variants
     f8_depths: tuple = (30, 1000)      # variants: other depths,
-    f8_activations: tuple = ("tanh",)  # other activations (erf is the main map),
+    f8_activations: tuple = ("tanh", "relu")  # other activations (erf is the main map; gelu: too slow here),
     f8_c0s: tuple = (0.5, 0.99)        # other input correlations
     f8_grid: int = 100                 # scan points of each optimal_alpha
     # fig 6
@@ -129,7 +129,7 @@ def get_config(mode: str = "full", **overrides) -> ReportConfig:
             f5_grid=16,
             f6_depth=30, f6_factors=(0.35, 0.6, 1.0, 1.7), f6_networks=(1200, 400, 150), f6_theory_points=10,
             f7_depth=10, f7_widths=(16, 32, 64, 128), f7_networks=4000, f7_chunk=2000,
-            f8_sigma_w2s=tuple(0.25 * 2 ** (k / 2) for k in range(13)), f8_activations=(),
+            f8_sigma_w2s=tuple(0.25 * 2 ** (k / 2) for k in range(13)), f8_activations=("relu",),
             pdf=True, dpi=90)
     elif mode == "tiny":
         cfg = ReportConfig(

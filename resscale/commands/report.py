@@ -24,7 +24,7 @@ def register(app: typer.Typer) -> None:
         training: Optional[Path] = typer.Option(None, "--training",
                                                 help="Output folder of `resscale train` to include in the report."),
     ):
-        """Run the study: 7 figures testing the paper's 4 claims; resumable (rerun to continue)."""
+        """Run the study: 8 figures testing the paper's 4 claims; resumable (rerun to continue)."""
         from dataclasses import replace
 
         from ..report import get_config, run_report
