@@ -14,8 +14,12 @@ K2 = np.array([[1.0, 0.6], [0.6, 1.3]])
 K3 = np.array([[1.0, 0.6, 0.2], [0.6, 1.3, -0.1], [0.2, -0.1, 0.8]])
 
 
-def _compare(net, K0, tol=1e-3, n_nodes=32):
-    ex = rs.finite_width(net, K0=K0, method="exact")
+def _compare(net, K0, tol=1e-3, n_nodes=32, ref_order=None):
+    """``ref_order`` (n_r, n_t): raise the exact path's quadrature orders so that its own error
+    (larger than the node path's for P >= 3 at the default orders, docs/theory.md Sec. 4.10) stays
+    below the interpolation error the comparison is about."""
+    kw = {} if ref_order is None else dict(n_r=ref_order[0], n_t=ref_order[1])
+    ex = rs.finite_width(net, K0=K0, method="exact", **kw)
     fa = rs.finite_width(net, K0=K0, method="interpolated", n_nodes=n_nodes)
     assert ex.extras["method"] == "exact" and fa.extras["method"] == "interpolated"
     assert len(fa.extras["nodes"]) < net.depth          # really interpolating
@@ -25,7 +29,10 @@ def _compare(net, K0, tol=1e-3, n_nodes=32):
         dev = np.max(np.abs(a - b)) / scale
         assert dev < tol, f"{name}: relative deviation {dev:.2e} from the exact path"
         est = fa.extras["interp_error"][name]
-        assert dev <= max(est, 1e-8), f"{name}: error estimate {est:.2e} below the true deviation {dev:.2e}"
+        # with a raised-order reference the node path's own default-order quadrature error enters
+        # too (measured 1.6e-5 on V, 4.5e-5 on M; benchmarks/README.md "P growth")
+        floor = 5e-5 if ref_order is not None else 1e-8
+        assert dev <= max(est, floor), f"{name}: error estimate {est:.2e} below the true deviation {dev:.2e}"
     np.testing.assert_allclose(fa.kernel, ex.kernel, rtol=1e-12)
 
 
@@ -69,7 +76,8 @@ def test_deep_network_runs_and_has_a_continuum_limit():
 def test_interpolated_matches_exact_slow(act, L, alpha, sb2, K0, n_nodes):
     """tanh (quadrature) and P = 3 use the slow generic quadrature on the exact path, so they are
     compared at moderate depth with few nodes (~25 node layers for 30-40 layers)."""
-    _compare(rs.ResNet(depth=L, alpha=alpha, activation=act, sigma_b2=sb2), K0, n_nodes=n_nodes)
+    _compare(rs.ResNet(depth=L, alpha=alpha, activation=act, sigma_b2=sb2), K0, n_nodes=n_nodes,
+             ref_order=(24, 16) if K0.shape[0] > 2 else None)
 
 
 @pytest.mark.slow
