@@ -63,7 +63,8 @@ def parse_args(argv=None):
                    help="issue 9: optimal_alpha for tanh, gelu and a softplus callable, tabulated pair functions "
                         "(resscale.tabulated_pairs) vs the quadrature reference, at --tabulated-depths")
     p.add_argument("--tabulated-depths", default="1000", help="comma-separated depths for --tabulated")
-    p.add_argument("--tabulated-acts", default="tanh,gelu,softplus", help="activations for --tabulated")
+    p.add_argument("--tabulated-acts", default="tanh,gelu,softplus",
+                   help="activations for --tabulated ('' : only the tanh vs erf rows with/without numba)")
     p.add_argument("--no-quadrature-above", type=int, default=10**9,
                    help="--tabulated: skip the (slow) quadrature reference at depths above this")
     p.add_argument("--nt-python", default=str(NT_PYTHON), help="python of the neural-tangents venv")
@@ -165,7 +166,8 @@ def run_resscale(a, X):
             print(f"[resscale] log_sensitivity grid, {act} L={a.other_depth}: {t_act:.2f} s "
                   f"(erf {t_erf * 1e3:.1f} ms, ratio {t_act / t_erf:.0f}x)", flush=True)
     if a.tabulated:
-        out["tabulated"] = run_tabulated(a)
+        out["tabulated"] = run_tabulated(a) if a.tabulated_acts else []
+        out["tabulated_numba"] = run_tabulated_numba(a)
     return out, K, np.exp(logS)
 
 
@@ -173,6 +175,65 @@ def _activation(name):
     if name == "softplus":   # a user callable (quadrature, phi' and phi'' by finite differences)
         return rs.from_callable(lambda u: np.logaddexp(0.0, u), name="softplus")
     return name
+
+
+def run_tabulated_numba(a):
+    """tanh vs erf optimal_alpha (200 alphas, c0), tables, with numba (the compiled table kernel,
+    resscale.tabulated_pairs.TabulatedActivation.compiled_trajectory, and the compiled erf kernel)
+    and without (RESSCALE_NO_NUMBA=1 for both: the NumPy table path and the NumPy erf path)."""
+    import importlib
+    from resscale import tabulated_pairs as tp
+    sens = importlib.import_module("resscale.sensitivity")
+    res = []
+    tanh = rs.get_activation("tanh") if hasattr(rs, "get_activation") else "tanh"
+    with warnings.catch_warnings():
+        warnings.simplefilter("ignore")
+        t = time.perf_counter()
+        tp._compiled()
+        sens._numba_kernel(force=True)
+        load_s = time.perf_counter() - t
+        for L in (int(x) for x in a.tabulated_depths.split(",")):
+            for numba_on in (True, False):
+                saved = os.environ.pop("RESSCALE_NO_NUMBA", None), os.environ.pop("RESSCALE_NUMBA", None)
+                saved_erf = sens._nb_erf
+                try:
+                    if numba_on:
+                        os.environ["RESSCALE_NUMBA"] = "1"
+                    else:
+                        os.environ["RESSCALE_NO_NUMBA"] = "1"
+                        sens._nb_erf = None
+                    row = {"L": L, "numba": numba_on, "load_s": load_s}
+                    for name in ("erf", "tanh"):
+                        net = rs.ResNet(depth=L, activation=name if name == "erf" else tanh)
+                        with tp.mode("auto"):
+                            rs.optimal_alpha(net, c0=a.c0, n_grid=a.n_alphas)       # table build / warm-up
+                            _, row[f"{name}_s"], r, _ = best_of(
+                                lambda: rs.optimal_alpha(net, c0=a.c0, n_grid=a.n_alphas), 2 if L <= 1000 else 1)
+                        row[f"{name}_alpha"] = r.alpha
+                    if numba_on:   # accuracy of the compiled table path against the NumPy table path
+                        grid = np.logspace(-4, 2, a.n_alphas)
+                        net = rs.ResNet(depth=L, activation=tanh)
+                        with tp.mode("always"):
+                            l1 = rs.log_sensitivity(net, a.c0, 1.0, grid, strict=False)
+                            os.environ["RESSCALE_NO_NUMBA"] = "1"
+                            t = time.perf_counter()
+                            l2 = rs.log_sensitivity(net, a.c0, 1.0, grid, strict=False)
+                            row["numpy_grid_s"] = time.perf_counter() - t
+                            del os.environ["RESSCALE_NO_NUMBA"]
+                        ok = np.isfinite(l1) & np.isfinite(l2)
+                        row["max_dlogS_vs_numpy_table"] = float(np.max(np.abs(l1 - l2)[ok]))
+                finally:
+                    os.environ.pop("RESSCALE_NO_NUMBA", None)
+                    os.environ.pop("RESSCALE_NUMBA", None)
+                    for k_, v_ in zip(("RESSCALE_NO_NUMBA", "RESSCALE_NUMBA"), saved):
+                        if v_ is not None:
+                            os.environ[k_] = v_
+                    sens._nb_erf = saved_erf
+                row["ratio"] = row["tanh_s"] / row["erf_s"]
+                print("[resscale] tabulated tanh vs erf: " + ", ".join(
+                    f"{k}={v:.4g}" if isinstance(v, float) else f"{k}={v}" for k, v in row.items()), flush=True)
+                res.append(row)
+    return res
 
 
 def run_tabulated(a):
@@ -354,6 +415,12 @@ def main(argv=None):
             (f"max |d log S| {r['max_dlogS']:.1e}, alpha* rel {r['alpha_rel']:.1e}" if q else "")
         row(f"optimal_alpha {r['activation']}, {a.n_alphas} alphas, L={r['L']}: tabulated (2nd call)", r["tab_s"],
             None, note)
+    for r in rs_res.get("tabulated_numba", []):
+        note = (f"erf same run {fmt_t(r['erf_s'])}: tanh/erf {r['ratio']:.1f}x; tanh alpha* {r['tanh_alpha']:.6g}" +
+                (f"; vs NumPy table: max |d log S| {r['max_dlogS_vs_numpy_table']:.1e} (NumPy grid pass "
+                 f"{fmt_t(r['numpy_grid_s'])}); numba load {fmt_t(r['load_s'])}" if r["numba"] else ""))
+        row(f"optimal_alpha tanh vs erf, {a.n_alphas} alphas, L={r['L']}, " +
+            ("numba (compiled tables)" if r["numba"] else "no numba (NumPy tables)"), r["tanh_s"], None, note)
     head = ("work item", "resscale", "neural-tangents", "NT/resscale", "CPU s rs / NT", "note")
     w = [max(len(r[i]) for r in rows + [head]) for i in range(len(head))]
     print("\nwall clock, best of n (CPU column: process CPU time of the same calls, all threads)")

@@ -115,3 +115,66 @@ def test_analytic_alpha_flow_uses_table(acts):
     with tp.mode("never"):
         a0, T0, _ = analytic_alpha(net, 0.9)
     assert abs(T1 / T0 - 1.0) < 1e-6 and abs(a1 / a0 - 1.0) < 1e-6
+
+
+# ---------------------------------------------------------------- compiled (numba) table path
+def _has_numba():
+    import os
+    if os.environ.get("RESSCALE_NO_NUMBA"):
+        return False
+    try:
+        import numba  # noqa: F401
+    except Exception:
+        return False
+    return True
+
+
+@pytest.mark.skipif(not _has_numba(), reason="numba not installed (or RESSCALE_NO_NUMBA set)")
+@pytest.mark.parametrize("block,sb2,q0", [("full", 0.0, 1.0), ("full", 0.3, 1.0), ("reduced", 0.2, 1.0),
+                                          ("two_layer", 0.1, 2.0)])
+def test_compiled_table_trajectory_matches_numpy_and_quadrature(acts, monkeypatch, block, sb2, q0):
+    phi = acts["tanh"]
+    T = tp.tabulated(phi)
+    assert tp._compiled() is not None
+    net = rs.ResNet(depth=150, activation=phi, block=block, sigma_b2=sb2)
+    # alpha = 1e4 grows q past the table (1e10) after ~100 layers: that alpha falls back to the NumPy path
+    grid = np.concatenate([np.logspace(-3, 1.5, 10), [1e4]])
+    monkeypatch.setenv("RESSCALE_NUMBA", "1")
+    with tp.mode("always"):
+        n_c, n_l = getattr(T, "n_compiled", 0), getattr(T, "n_left", 0)
+        l1 = rs.log_sensitivity(net, 0.9, q0, grid, strict=False)
+        assert T.n_compiled - n_c == grid.size - 1 and T.n_left - n_l == 1   # compiled ran; one alpha left
+        monkeypatch.setenv("RESSCALE_NO_NUMBA", "1")
+        l2 = rs.log_sensitivity(net, 0.9, q0, grid, strict=False)
+        assert T.n_compiled - n_c == grid.size - 1                      # the NumPy table path ran
+        monkeypatch.delenv("RESSCALE_NO_NUMBA")
+    with tp.mode("never"):
+        l0 = rs.log_sensitivity(net, 0.9, q0, grid, strict=False)
+    assert np.all(np.isfinite(l1)) and np.array_equal(np.isfinite(l0), np.isfinite(l1))
+    assert np.max(np.abs(l1 - l2)) < 1e-10          # measured ~2e-14
+    assert np.max(np.abs(l1 - l0)) < 1e-6           # measured ~2e-9
+
+
+@pytest.mark.skipif(not _has_numba(), reason="numba not installed (or RESSCALE_NO_NUMBA set)")
+def test_compiled_table_start_outside_and_scalar_flow(acts, monkeypatch):
+    phi = acts["callable"]
+    T = tp.tabulated(phi)
+    assert tp._compiled() is not None
+    net = rs.ResNet(depth=60, activation=phi)
+    grid = np.logspace(-2, 1, 5)
+    monkeypatch.setenv("RESSCALE_NUMBA", "1")
+    with tp.mode("always"):
+        n_l = getattr(T, "n_left", 0)
+        l1 = rs.log_sensitivity(net, 0.5, 1e-9, grid, strict=False)   # q0 below the table: all fall back
+        assert T.n_left - n_l == grid.size
+    with tp.mode("never"):
+        l0 = rs.log_sensitivity(net, 0.5, 1e-9, grid, strict=False)
+    assert np.max(np.abs(l1 - l0)) < 1e-6
+    # one-point calls (the continuum flow) use the compiled evaluator: same values as the NumPy table
+    q, k = 3.7, 3.7 * (1.0 - 1e-7)
+    G, _, _, A = T.pair(np.float64(q), np.float64(q), np.float64(k))
+    G1, A1, g1 = (float(v[0]) for v in T.pair_equal(np.array([q]), np.array([k])))
+    assert abs(G - G1) < 1e-14 * g1 and abs(A / A1 - 1.0) < 1e-13
+    g, dg = T.diag(np.float64(q))
+    g2, dg2 = (float(v[0]) for v in T.diag(np.array([q])))
+    assert abs(g / g2 - 1.0) < 1e-14 and abs(dg / dg2 - 1.0) < 1e-11
