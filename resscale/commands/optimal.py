@@ -6,9 +6,20 @@ import warnings
 from pathlib import Path
 from typing import Optional
 
+import numpy as np
 import typer
 
+from ..blocks import get_block
+from ..inputs import as_finite_array
 from . import _options as o
+
+
+def _check_scan(block, alpha_min, alpha_max):
+    """The block has a residual scaling, and 0 < --alpha-min < --alpha-max, both finite."""
+    if not get_block(block).residual:
+        o.fail(f"--block {block} has no residual scaling alpha to optimise; use full, reduced or two_layer")
+    if not (0 < alpha_min < alpha_max < float("inf")):  # NaN and inf fail too
+        o.fail(f"need 0 < --alpha-min < --alpha-max, both finite, got --alpha-min {alpha_min:g} --alpha-max {alpha_max:g}")
 
 
 def register(app: typer.Typer) -> None:
@@ -17,7 +28,7 @@ def register(app: typer.Typer) -> None:
         ctx: typer.Context,
         depth: int = o.Depth, sigma_w2: float = o.SigmaW2, sigma_b2: float = o.SigmaB2,
         activation: str = o.ActivationOpt,
-        block: str = typer.Option("full", "--block", "-b", help="full | reduced."), c0: float = o.C0, q0: float = o.Q0,
+        block: str = o.Block, c0: float = o.C0, q0: float = o.Q0,
         width: Optional[int] = typer.Option(None, "--width", "-N",
                                             help="Finite width N: maximise the 1/N-corrected S_N."),
         alpha_min: float = typer.Option(1e-4, help="Lower end of the alpha scan."),
@@ -35,14 +46,10 @@ def register(app: typer.Typer) -> None:
         from ..optimal_alpha import NoInteriorMaximumWarning, optimal_alpha
 
         if data is not None:  # data-level alpha* (resscale/data_sensitivity.py, docs/theory.md Sec. 8)
-            from ..data_sensitivity import cli_optimal_data
-            return cli_optimal_data(ctx, data, depth, sigma_w2, sigma_b2, sigma_in2, sigma_bin2, activation, block,
+            return _optimal_data(ctx, data, depth, sigma_w2, sigma_b2, sigma_in2, sigma_bin2, activation, block,
                                     alpha_min, alpha_max, n_grid, max_pairs, plot, no_plot, json_out)
 
-        if block == "feedforward":
-            o.fail("--block feedforward has no residual scaling alpha to optimise; use full, reduced or two_layer")
-        if not (0 < alpha_min < alpha_max < float("inf")):  # NaN and inf fail too
-            o.fail(f"need 0 < --alpha-min < --alpha-max, both finite, got --alpha-min {alpha_min:g} --alpha-max {alpha_max:g}")
+        _check_scan(block, alpha_min, alpha_max)
         net = o.make_net(depth, 0.0, sigma_w2, sigma_b2, 1.0, 0.0, activation, block)
         try:
             with warnings.catch_warnings():
@@ -82,3 +89,97 @@ def register(app: typer.Typer) -> None:
         con.print(f"analytic: {res.analytic_note}")
         if png:
             con.print(f"plot written to {png}")
+
+
+def _load_data_file(path) -> np.ndarray:
+    """A (P, d) float array from a .npy file or a comma-separated .csv (one optional header line)."""
+    path = Path(path)
+    if not path.is_file():
+        raise ValueError(f"--data: file not found: {str(path)!r}")
+    suffix = path.suffix.lower()
+    if suffix == ".npy":
+        try:
+            arr = np.load(path, allow_pickle=False)
+        except (ValueError, OSError) as exc:
+            raise ValueError(f"--data: cannot read {str(path)!r} as .npy: {exc}") from None
+    elif suffix == ".csv":
+        arr = None
+        for skip in (0, 1):
+            try:
+                with warnings.catch_warnings():
+                    warnings.simplefilter("ignore")
+                    arr = np.loadtxt(path, delimiter=",", dtype=float, skiprows=skip, ndmin=2)
+                break
+            except ValueError as exc:
+                err = exc
+        if arr is None:
+            raise ValueError(f"--data: cannot read {str(path)!r} as numeric CSV: {err}") from None
+    else:
+        raise ValueError(f"--data: expected a .npy or .csv file, got {str(path)!r}")
+    try:
+        return as_finite_array("X (the --data file)", arr, ndim=2)
+    except ValueError as exc:
+        raise ValueError(f"--data {str(path)!r}: {exc}") from None
+
+
+def _optimal_data(ctx, data, depth, sigma_w2, sigma_b2, sigma_in2, sigma_bin2, activation, block,
+                     alpha_min, alpha_max, n_grid, max_pairs, plot, no_plot, json_out):
+    """Body of ``resscale optimal --data FILE``."""
+    from ..data_sensitivity import optimal_alpha_data
+    from ..optimal_alpha import NoInteriorMaximumWarning
+
+    given = []
+    if ctx is not None:  # typer vendors its own click: compare the parameter source by name
+        for n in ("c0", "q0", "width"):
+            try:
+                src = ctx.get_parameter_source(n)
+            except Exception:  # pragma: no cover
+                src = None
+            if getattr(src, "name", str(src)).endswith("COMMANDLINE"):
+                given.append(f"--{n.replace('_', '-')}")
+        if given:
+            o.fail(f"--data and {', '.join(given)} are exclusive: with --data the correlations and norms come "
+                   "from the data set")
+    _check_scan(block, alpha_min, alpha_max)
+    net = o.make_net(depth, 0.0, sigma_w2, sigma_b2, sigma_in2, sigma_bin2, activation, block)
+    try:
+        X = _load_data_file(data)
+        with warnings.catch_warnings():
+            warnings.simplefilter("ignore", NoInteriorMaximumWarning)
+            res = optimal_alpha_data(net, X=X, alpha_range=(alpha_min, alpha_max), n_grid=n_grid,
+                                     max_pairs=max_pairs)
+    except (ValueError, OverflowError) as exc:
+        o.fail(str(exc))
+    png = None
+    if not no_plot:
+        from ..plotting import plot_sensitivity
+        try:
+            png = plot_sensitivity(res, net, res.data["c0_mean"], res.data["q0_mean"], plot)
+        except OSError as exc:
+            o.fail(f"--plot: cannot write {str(plot)!r}: {exc.strerror or exc}")
+    if json_out:
+        out = {"network": {k: v for k, v in net.to_dict().items() if k != "alpha"},
+               "data": str(data), "P": int(X.shape[0]), "d": int(X.shape[1]), **res.to_dict(),
+               "data_sensitivity": res.data, "plot": png}
+        o.print_json(out)
+        return
+    from rich.console import Console
+    from rich.table import Table
+
+    t = Table(title=f"Data-level optimal residual scaling: {block} block, {net.phi.name}, L = {depth}, "
+                    f"sigma_w2 = {sigma_w2:g}, data {data} (P = {X.shape[0]}, d = {X.shape[1]})")
+    t.add_column("quantity")
+    t.add_column("value", justify="right")
+    fmt = lambda x: "n/a" if x is None or not math.isfinite(x) else f"{x:.6g}"  # noqa: E731
+    t.add_row("alpha* (numerical argmax)", fmt(res.alpha))
+    t.add_row("alpha* (continuum, sqrt(T*/L))", fmt(res.alpha_analytic))
+    t.add_row("data-level sensitivity at alpha*", fmt(res.sensitivity))
+    t.add_row("band S >= 0.9 max", f"[{res.data['band90'][0]:.4g}, {res.data['band90'][1]:.4g}]")
+    t.add_row("pairs used / total", f"{res.data['n_pairs']} / {res.data['n_pairs_total']}")
+    t.add_row("mean input correlation c0", fmt(res.data["c0_mean"]))
+    con = Console()
+    con.print(t)
+    con.print(res.message)
+    con.print(f"analytic: {res.analytic_note}")
+    if png:
+        con.print(f"plot written to {png}")
