@@ -228,16 +228,24 @@ def check_kernel(name, K0=None, positive_diagonal: bool = True) -> np.ndarray:
 
 
 # ------------------------------------------------------------------ memory
+def _env_limit(var: str, unit: str):
+    """The positive finite number in environment variable ``var``, or None when it is unset/empty."""
+    env = os.environ.get(var)
+    if not env:
+        return None
+    try:
+        x = float(env)
+    except ValueError:
+        raise ValueError(f"{var} must be a number of {unit}, got {env!r}") from None
+    if not x > 0 or not math.isfinite(x):
+        raise ValueError(f"{var} must be a finite number > 0, got {env!r}")
+    return x
+
+
 def memory_limit_bytes() -> float:
     """Memory limit of :func:`check_memory`: RESSCALE_MAX_MEMORY_GB, else 25% of physical memory."""
-    env = os.environ.get("RESSCALE_MAX_MEMORY_GB")
-    if env:
-        try:
-            gb = float(env)
-        except ValueError:
-            raise ValueError(f"RESSCALE_MAX_MEMORY_GB must be a number of GB, got {env!r}") from None
-        if not gb > 0 or not math.isfinite(gb):
-            raise ValueError(f"RESSCALE_MAX_MEMORY_GB must be a finite number > 0, got {env!r}")
+    gb = _env_limit("RESSCALE_MAX_MEMORY_GB", "GB")
+    if gb is not None:
         return gb * 1e9
     try:
         total = float(os.sysconf("SC_PAGE_SIZE") * os.sysconf("SC_PHYS_PAGES"))
@@ -282,16 +290,8 @@ def check_memory(name: str, n_bytes, what: str, limit_gb=None) -> float:
 
 def max_work() -> float:
     """Work limit of :func:`check_work` in floating-point operations: RESSCALE_MAX_WORK, else 1e16."""
-    env = os.environ.get("RESSCALE_MAX_WORK")
-    if not env:
-        return _DEFAULT_MAX_WORK
-    try:
-        w = float(env)
-    except ValueError:
-        raise ValueError(f"RESSCALE_MAX_WORK must be a number of floating-point operations, got {env!r}") from None
-    if not w > 0 or not math.isfinite(w):
-        raise ValueError(f"RESSCALE_MAX_WORK must be a finite number > 0, got {env!r}")
-    return w
+    w = _env_limit("RESSCALE_MAX_WORK", "floating-point operations")
+    return _DEFAULT_MAX_WORK if w is None else w
 
 
 def check_work(name: str, n_flops, what: str) -> float:

@@ -1,3 +1,5 @@
+import os
+
 import numpy as np
 import pytest
 
@@ -116,3 +118,16 @@ def kill_parent_and_check_children(script, sig, *, min_children=2, start_timeout
 def kill_parent():
     """:func:`kill_parent_and_check_children` as a fixture (shared by the process tests)."""
     return kill_parent_and_check_children
+
+
+def record_replace(monkeypatch):
+    """Record every os.replace (src, dst) of the test while still performing it (atomic-write checks)."""
+    calls = []
+    real = os.replace
+
+    def replace(src, dst, *a, **k):
+        calls.append((os.fspath(src), os.fspath(dst)))
+        return real(src, dst, *a, **k)
+
+    monkeypatch.setattr(os, "replace", replace)
+    return calls

@@ -368,14 +368,9 @@ def test_report_figures_use_unique_tmp_names(tmp_path, monkeypatch):
 
     from resscale import report
 
-    calls = []
-    real = os.replace
+    from conftest import record_replace
 
-    def replace(src, dst, *a, **k):
-        calls.append((os.fspath(src), os.fspath(dst)))
-        return real(src, dst, *a, **k)
-
-    monkeypatch.setattr(os, "replace", replace)
+    calls = record_replace(monkeypatch)
     cfg = report.ReportConfig()
     for _ in range(2):
         fig, ax = plt.subplots()

@@ -17,6 +17,7 @@ import textwrap
 import time
 
 import pytest
+from conftest import record_replace
 
 
 def _cli(args):
@@ -28,17 +29,6 @@ def _cli(args):
 
 
 # ------------------------------------------------------------------ item 8: atomic writes
-def _record_replace(monkeypatch):
-    calls = []
-    real = os.replace
-
-    def replace(src, dst, *a, **k):
-        calls.append((os.fspath(src), os.fspath(dst)))
-        return real(src, dst, *a, **k)
-
-    monkeypatch.setattr(os, "replace", replace)
-    return calls
-
 
 def _figure():
     import matplotlib
@@ -54,7 +44,7 @@ def _figure():
 def test_save_figure_unique_tmp_in_same_dir(tmp_path, monkeypatch):
     from resscale.plotting import save_figure
 
-    calls = _record_replace(monkeypatch)
+    calls = record_replace(monkeypatch)
     target = tmp_path / "fig.png"
     save_figure(_figure(), target)
     save_figure(_figure(), target)
@@ -110,7 +100,7 @@ TINY = dict(dataset="digits", width=8, epochs=1, batch_size=256)
 def test_sweep_writes_every_output_atomically(tmp_path, monkeypatch):
     from resscale.training import TrainConfig, run_sweep
 
-    calls = _record_replace(monkeypatch)
+    calls = record_replace(monkeypatch)
     run_sweep(TrainConfig(**TINY), [2], "0.1,1", 1, tmp_path, progress=False, plot=True)
     by_dst = {os.path.basename(dst): src for src, dst in calls}
     for name in ("results.json", "summary.md", "accuracy_vs_alpha.png"):
