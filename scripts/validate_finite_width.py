@@ -178,6 +178,16 @@ def estimates(Kh, Y, K, N):
     return M, Mse, V, Vse
 
 
+def extrapolated_estimates(net, K0, fw, Ns, S, seed):
+    """(M, M_se, V, V_se) at N -> inf: S networks per width N (seed + N) with the block's simulator
+    and control variate, :func:`estimates` per width, then :func:`extrapolate` in 1/N."""
+    simulate = SIMULATORS.get(net.block, simulate_full)
+    rows = [estimates(*simulate(net, K0, N, S, seed + N, fw.extras), fw.kernel, N) for N in Ns]
+    Mx, Mse = extrapolate(Ns, [r[0] for r in rows], [r[1] for r in rows])
+    Vx, Vse = extrapolate(Ns, [r[2] for r in rows], [r[3] for r in rows])
+    return Mx, Mse, Vx, Vse
+
+
 def extrapolate(Ns, est, se):
     """Weighted least squares est(N) = a + b/N; returns (a, se_a) elementwise."""
     x = 1.0 / np.asarray(Ns, dtype=float)
@@ -194,6 +204,9 @@ def extrapolate(Ns, est, se):
     se_a = np.sqrt(Sxx / det)
     return a, se_a
 
+
+SIMULATORS = {"full": simulate_full, "feedforward": simulate_full, "reduced": simulate_reduced,
+              "two_layer": simulate_two_layer}
 
 POINTS = [
     # (activation, alpha, L, sigma_w2, sigma_b2, K0)
@@ -229,7 +242,7 @@ def run_point(pt, widths, S_of_N, seed=0):
     net = rs.ResNet(depth=L, alpha=alpha, sigma_w2=sw2, sigma_b2=sb2, activation=act, block=block)
     fw = finite_width(net, K0=K0)
     theory = fw.extras
-    simulate = {"reduced": simulate_reduced, "two_layer": simulate_two_layer}.get(block, simulate_full)
+    simulate = SIMULATORS.get(block, simulate_full)
     rows = []
     for N in widths:
         S = S_of_N(N)

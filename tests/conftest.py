@@ -131,3 +131,14 @@ def record_replace(monkeypatch):
 
     monkeypatch.setattr(os, "replace", replace)
     return calls
+
+
+def validate_finite_width():
+    """The Monte-Carlo machinery of scripts/validate_finite_width.py (exact finite-N dynamics with
+    control variates, 1/N extrapolation), shared by the statistical tests."""
+    import sys
+
+    sys.path.insert(0, os.path.join(os.path.dirname(__file__), "..", "scripts"))
+    import validate_finite_width as vf
+
+    return vf

@@ -106,20 +106,12 @@ def test_interpolated_path_against_simulation_at_depth_1000():
     """The fast path at L = 1000 (where the exact path needs ~9 GB) against the exact finite-N
     dynamics of the full block (scripts/validate_finite_width.py, reference-particle control
     variate for M), N = 32 and 64 extrapolated in 1/N: V and M within 4 SE."""
-    import os
-    import sys
-    sys.path.insert(0, os.path.join(os.path.dirname(__file__), "..", "scripts"))
-    import validate_finite_width as vf
+    from conftest import validate_finite_width
     net = rs.ResNet(depth=1000, alpha=0.1, activation="erf")
     K = np.array([[1.0, 0.5], [0.5, 1.2]])
     fw = rs.finite_width(net, K0=K)
     assert fw.extras["method"] == "interpolated"
-    Ns, rows = (32, 64), []
-    for N in Ns:
-        Kh, Y = vf.simulate_full(net, K, N, 3000, 100 + N, fw.extras)
-        rows.append(vf.estimates(Kh, Y, fw.kernel, N))
-    Mx, Mse = vf.extrapolate(Ns, [r[0] for r in rows], [r[1] for r in rows])
-    Vx, Vse = vf.extrapolate(Ns, [r[2] for r in rows], [r[3] for r in rows])
+    Mx, Mse, Vx, Vse = validate_finite_width().extrapolated_estimates(net, K, fw, (32, 64), 3000, 100)
     assert np.max(Vse) < 0.1 * np.max(np.abs(fw.covariance))      # resolves V to ~10%
     for ix in [(0, 0, 0, 0), (0, 1, 0, 1), (0, 0, 1, 1), (1, 1, 1, 1)]:
         assert abs(fw.covariance[ix] - Vx[ix]) < 4 * Vse[ix], (ix, fw.covariance[ix], Vx[ix], Vse[ix])

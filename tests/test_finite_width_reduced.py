@@ -144,18 +144,10 @@ def test_monte_carlo_quick(act):
 def test_monte_carlo_extrapolated(act):
     """V and M vs simulation at N = 16, 32, 64, extrapolated in 1/N, with control variates
     (the validation script's estimator); |dev| < 4 SE."""
-    import os
-    import sys
-    sys.path.insert(0, os.path.join(os.path.dirname(__file__), "..", "scripts"))
-    import validate_finite_width as vf
+    from conftest import validate_finite_width
     net = _net(act, depth=8, alpha=0.5, sigma_b2=0.05)
     fw = finite_width(net, K0=K2)
-    Ns, rows = (16, 32, 64), []
-    for N in Ns:
-        Kh, Y = vf.simulate_reduced(net, K2, N, 40000, 11 + N, fw.extras)
-        rows.append(vf.estimates(Kh, Y, fw.kernel, N))
-    Mx, Mse = vf.extrapolate(Ns, [r[0] for r in rows], [r[1] for r in rows])
-    Vx, Vse = vf.extrapolate(Ns, [r[2] for r in rows], [r[3] for r in rows])
+    Mx, Mse, Vx, Vse = validate_finite_width().extrapolated_estimates(net, K2, fw, (16, 32, 64), 40000, 11)
     for ix in [(0, 0, 0, 0), (0, 1, 0, 1), (0, 0, 1, 1)]:
         assert abs(fw.covariance[ix] - Vx[ix]) < 4 * Vse[ix], ix
     for ix in [(0, 0), (0, 1), (1, 1)]:

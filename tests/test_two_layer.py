@@ -177,18 +177,9 @@ def test_cli_two_layer(tmp_path):
 def _extrapolated_mc(net, K, Ns=(16, 32, 64), S=20000, seed=0):
     """M and V from the exact two-layer dynamics with the reference-unit control variate
     (scripts/validate_finite_width.py, simulate_two_layer; unbiased), extrapolated a + b/N."""
-    import os
-    import sys
-    sys.path.insert(0, os.path.join(os.path.dirname(__file__), "..", "scripts"))
-    import validate_finite_width as vf
+    from conftest import validate_finite_width
     fw = rs.finite_width(net, K0=K)
-    rows = []
-    for N in Ns:
-        Kh, Y = vf.simulate_two_layer(net, K, N, S, seed + N, fw.extras)
-        rows.append(vf.estimates(Kh, Y, fw.kernel, N))
-    Mx, Mse = vf.extrapolate(Ns, [r[0] for r in rows], [r[1] for r in rows])
-    Vx, Vse = vf.extrapolate(Ns, [r[2] for r in rows], [r[3] for r in rows])
-    return fw, Mx, Mse, Vx, Vse
+    return (fw, *validate_finite_width().extrapolated_estimates(net, K, fw, Ns, S, seed))
 
 
 @pytest.mark.parametrize("act", ["erf", "tanh"])
