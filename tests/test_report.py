@@ -89,7 +89,8 @@ def test_interrupted_run_resumes(tmp_path, monkeypatch):
     """An exception in the middle of a sweep keeps the finished points; the rerun computes only the rest."""
     cfg = _tiny()
     calls = {"n": 0}
-    real = R._run_task
+    # TaskRunner looks _run_task up in resscale.report.tasks: patch it there
+    real = R.tasks._run_task
 
     def flaky(spec):
         calls["n"] += 1
@@ -97,11 +98,11 @@ def test_interrupted_run_resumes(tmp_path, monkeypatch):
             raise KeyboardInterrupt
         return real(spec)
 
-    monkeypatch.setattr(R, "_run_task", flaky)
+    monkeypatch.setattr(R.tasks, "_run_task", flaky)
     with pytest.raises(KeyboardInterrupt):
         R.run_report(tmp_path, config=cfg, workers=1, progress=False, figures=["fig2"])
     assert len(R.ChunkStore(tmp_path / "cache", format="pickle").keys()) == 3
-    monkeypatch.setattr(R, "_run_task", real)
+    monkeypatch.setattr(R.tasks, "_run_task", real)
     rep = R.run_report(tmp_path, config=cfg, workers=1, progress=False, figures=["fig2"])
     assert rep["meta"]["tasks_cached"] == 3
     assert rep["meta"]["tasks_computed"] == 2 * len(cfg.f2_sim_distances) - 3
@@ -205,7 +206,13 @@ def test_cli_tiny(tmp_path):
     assert not (tmp_path / "fig1_signal_propagation.png").exists()
     assert "claim 3" in res.output
     bad = CliRunner().invoke(app, ["report", "--out", str(tmp_path), "--figures", "fig9"])
-    assert bad.exit_code == 2
+    assert bad.exit_code == 2 and "fig8" in bad.output   # every figure of the package is selectable
+
+
+def test_every_figure_module_is_selectable():
+    from resscale.report.runner import FIGURE_NAMES, FIGURES
+
+    assert FIGURE_NAMES == tuple(f"fig{i}" for i in range(1, len(FIGURES) + 1))
 
 
 def test_training_results_land_in_the_report(tmp_path):

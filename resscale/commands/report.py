@@ -42,9 +42,11 @@ def register(app: typer.Typer) -> None:
         figs = None
         if figures:
             figs = [f.strip() for f in figures.split(",") if f.strip()]
-            bad = [f for f in figs if f not in {f"fig{i}" for i in range(1, 8)}]
+            from ..report.runner import FIGURE_NAMES
+
+            bad = [f for f in figs if f not in FIGURE_NAMES]
             if bad:
-                typer.echo(f"Error: unknown figure(s) {bad}; use fig1..fig7", err=True)
+                typer.echo(f"Error: unknown figure(s) {bad}; use {', '.join(FIGURE_NAMES)}", err=True)
                 raise typer.Exit(code=2)
         try:
             rep = run_report(out, config=cfg, workers=workers, scheduler=scheduler, progress=not no_progress,
