@@ -208,7 +208,7 @@ def run_tabulated_numba(a):
                         with tp.mode("auto"):
                             rs.optimal_alpha(net, c0=a.c0, n_grid=a.n_alphas)       # table build / warm-up
                             _, row[f"{name}_s"], r, _ = best_of(
-                                lambda: rs.optimal_alpha(net, c0=a.c0, n_grid=a.n_alphas), 2 if L <= 1000 else 1)
+                                lambda: rs.optimal_alpha(net, c0=a.c0, n_grid=a.n_alphas), 3 if L <= 1000 else 2)
                         row[f"{name}_alpha"] = r.alpha
                     if numba_on:   # accuracy of the compiled table path against the NumPy table path
                         grid = np.logspace(-4, 2, a.n_alphas)
@@ -236,32 +236,67 @@ def run_tabulated_numba(a):
     return res
 
 
+class _NumbaSwitch:
+    """Context manager: numba on (RESSCALE_NUMBA=1) or off (RESSCALE_NO_NUMBA=1, compiled erf kernel
+    unloaded) for both the erf and the table paths; restores the environment."""
+
+    def __init__(self, on):
+        import importlib
+        self.on, self.sens = on, importlib.import_module("resscale.sensitivity")
+
+    def __enter__(self):
+        self.saved = os.environ.pop("RESSCALE_NO_NUMBA", None), os.environ.pop("RESSCALE_NUMBA", None)
+        self.saved_erf = self.sens._nb_erf
+        if self.on:
+            os.environ["RESSCALE_NUMBA"] = "1"
+        else:
+            os.environ["RESSCALE_NO_NUMBA"] = "1"
+            self.sens._nb_erf = None
+        return self
+
+    def __exit__(self, *exc):
+        os.environ.pop("RESSCALE_NO_NUMBA", None)
+        os.environ.pop("RESSCALE_NUMBA", None)
+        for k_, v_ in zip(("RESSCALE_NO_NUMBA", "RESSCALE_NUMBA"), self.saved):
+            if v_ is not None:
+                os.environ[k_] = v_
+        self.sens._nb_erf = self.saved_erf
+        return False
+
+
 def run_tabulated(a):
-    """optimal_alpha (200 alphas, c0) with tables vs quadrature, same process, back to back."""
+    """optimal_alpha (200 alphas, c0) with tables vs quadrature, same process, back to back; the
+    tabulated call (2nd call: the table is built by the first) with and without numba, each right
+    after the erf call in the same mode (ratio act / erf)."""
     from resscale import tabulated_pairs as tp
     res = []
-    net_erf = rs.ResNet(depth=1000, activation="erf")
     for L in (int(x) for x in a.tabulated_depths.split(",")):
-        with warnings.catch_warnings():
-            warnings.simplefilter("ignore")
-            _, t_erf, r_erf, _ = best_of(lambda: rs.optimal_alpha(net_erf.replace(depth=L), c0=a.c0,
-                                                                  n_grid=a.n_alphas), 1)
+        net_erf = rs.ResNet(depth=L, activation="erf")
         for name in a.tabulated_acts.split(","):
             net = rs.ResNet(depth=L, activation=_activation(name))
             grid = np.logspace(-4, 2, a.n_alphas)
-            row = {"activation": name, "L": L, "erf_s": t_erf}
+            row = {"activation": name, "L": L}
             with warnings.catch_warnings():
                 warnings.simplefilter("ignore")
-                with tp.mode("auto"):
+                with tp.mode("auto"), _NumbaSwitch(True):
                     t = time.perf_counter()
                     r1 = rs.optimal_alpha(net, c0=a.c0, n_grid=a.n_alphas)
                     row["tab_first_s"] = time.perf_counter() - t      # includes building the table
                     T = tp.tabulated(net.phi, build=False)
                     row["build_s"] = T.build_seconds if T is not None else None
-                    t = time.perf_counter()
-                    r1 = rs.optimal_alpha(net, c0=a.c0, n_grid=a.n_alphas)
-                    row["tab_s"] = time.perf_counter() - t
+                for numba_on in (True, False):
+                    tag = "nb" if numba_on else "np"
+                    with tp.mode("auto"), _NumbaSwitch(numba_on):
+                        rs.optimal_alpha(net_erf, c0=a.c0, n_grid=a.n_alphas)    # warm-up
+                        _, row[f"erf_{tag}_s"], _, _ = best_of(
+                            lambda: rs.optimal_alpha(net_erf, c0=a.c0, n_grid=a.n_alphas), 2)
+                        t = time.perf_counter()
+                        r1 = rs.optimal_alpha(net, c0=a.c0, n_grid=a.n_alphas)
+                        row[f"tab_{tag}_s"] = time.perf_counter() - t
+                    row[f"ratio_{tag}"] = row[f"tab_{tag}_s"] / row[f"erf_{tag}_s"]
+                with tp.mode("auto"):
                     l1 = rs.log_sensitivity(net, a.c0, 1.0, grid, strict=False)
+                row["tab_s"], row["erf_s"] = row["tab_nb_s"], row["erf_nb_s"]
                 row.update(tab_alpha=r1.alpha, tab_analytic=r1.alpha_analytic)
                 if L <= a.no_quadrature_above:
                     with tp.mode("never"):
@@ -270,10 +305,11 @@ def run_tabulated(a):
                         row["quad_s"] = time.perf_counter() - t
                         l0 = rs.log_sensitivity(net, a.c0, 1.0, grid, strict=False)
                     ok = np.isfinite(l0) & np.isfinite(l1)
+                    rel = (lambda x, y: abs(x / y - 1.0) if np.isfinite(x) and np.isfinite(y) else None)
                     row.update(quad_alpha=r0.alpha, quad_analytic=r0.alpha_analytic,
                                max_dlogS=float(np.max(np.abs(l1 - l0)[ok])) if ok.any() else None,
-                               alpha_rel=abs(r1.alpha / r0.alpha - 1.0),
-                               analytic_rel=abs(r1.alpha_analytic / r0.alpha_analytic - 1.0))
+                               alpha_rel=rel(r1.alpha, r0.alpha),
+                               analytic_rel=rel(r1.alpha_analytic, r0.alpha_analytic))
             print(f"[resscale] tabulated {name} L={L}: " + ", ".join(
                 f"{k}={v:.4g}" if isinstance(v, float) else f"{k}={v}" for k, v in row.items()), flush=True)
             res.append(row)
@@ -411,9 +447,11 @@ def main(argv=None):
     for r in rs_res.get("tabulated", []):
         q = r.get("quad_s")
         note = (f"quadrature {fmt_t(q)} ({q / r['tab_s']:.0f}x); " if q else "") + \
-            f"table build {fmt_t(r['build_s'])}; erf {fmt_t(r['erf_s'])}; " + \
-            (f"max |d log S| {r['max_dlogS']:.1e}, alpha* rel {r['alpha_rel']:.1e}" if q else "")
-        row(f"optimal_alpha {r['activation']}, {a.n_alphas} alphas, L={r['L']}: tabulated (2nd call)", r["tab_s"],
+            f"table build {fmt_t(r['build_s'])}; erf {fmt_t(r['erf_s'])} ({r['ratio_nb']:.1f}x); " + \
+            f"no numba {fmt_t(r['tab_np_s'])}, erf {fmt_t(r['erf_np_s'])} ({r['ratio_np']:.1f}x); " + \
+            (f"max |d log S| {r['max_dlogS']:.1e}, alpha* rel " +
+             (f"{r['alpha_rel']:.1e}" if r["alpha_rel"] is not None else "-") if q else "")
+        row(f"optimal_alpha {r['activation']}, {a.n_alphas} alphas, L={r['L']}: tabulated (2nd call, numba)", r["tab_s"],
             None, note)
     for r in rs_res.get("tabulated_numba", []):
         note = (f"erf same run {fmt_t(r['erf_s'])}: tanh/erf {r['ratio']:.1f}x; tanh alpha* {r['tanh_alpha']:.6g}" +

@@ -13,9 +13,9 @@ layer and alpha. Here they are tabulated once per activation and interpolated
 
 * variables: x = log q on a uniform grid (q in [Q_LO, Q_HI]), and for the angle
   theta = arccos c (theta' = arccos(-c) on the half c < 0) the variable
-  v = asinh(tan(theta/2) / EPS): logarithmic in theta for EPS << theta << 1 (for large q
-  the functions change on the scale theta ~ 1/sqrt(q), e.g. tanh -> sign), linear for
-  theta << EPS and ~theta near theta = pi/2. tan(theta/2) = sqrt((q - k)/(q + k)) is
+  v = asinh(t / EPS) + 2 BETA t, t = tan(theta/2): logarithmic in theta for EPS << theta << 1
+  (for large q the functions change on the scale theta ~ 1/sqrt(q), e.g. tanh -> sign), linear
+  for theta << EPS and ~theta near theta = pi/2. t = sqrt((q - k)/(q + k)) is
   computed from q - k and q + k, so c near +-1 keeps its relative precision;
 * tabulated: A / N (N(q) = A(q, c = 1) = E[phi'^2]) and the divided difference
   R = (g - G) / (q - k) = mean of A over [k, q] (c >= 0; for c < 0 the mean over
@@ -31,7 +31,7 @@ layer and alpha. Here they are tabulated once per activation and interpolated
   uniform grids, ghost nodes beyond the ranges (even mirror at theta = 0);
 * outside q in [Q_LO, Q_HI] (or non-finite input) the original quadrature is used;
 * compiled path (numba, when installed and RESSCALE_NO_NUMBA is unset): the same evaluation
-  one point at a time (``_locate_py``, ``_interp_py``, ``_values_py``), the fused two-input
+  one point at a time (``tabulated_compiled._eval_py``), the fused two-input
   recursion of the full, reduced and two_layer blocks on it
   (:meth:`TabulatedActivation.compiled_trajectory`, used by ``sensitivity._reference_trajectory``;
   an alpha whose trajectory leaves the table is flagged and recomputed by the NumPy path) and
@@ -60,8 +60,9 @@ __all__ = ["tabulated", "for_trajectory", "for_flow", "mode", "TabulatedActivati
 
 # ---------------------------------------------------------------- table parameters
 Q_LO, Q_HI = 1e-8, 1e10      # tabulated range of q (variance); outside: quadrature
-EPS = 5e-10                  # v = asinh(tan(theta/2)/EPS) + BETA theta
-BETA = 2.0                   # (the linear term refines the grid at theta ~ 1, where dv/dtheta ~ 1/sin(theta) alone)
+EPS = 5e-10                  # v = asinh(t/EPS) + 2 BETA t, t = tan(theta/2)
+BETA = 1.6                   # (the linear term refines the grid at theta ~ 1, where dv/dtheta ~ 1/sin(theta) alone;
+#                              linear in t rather than BETA theta = 2 BETA atan(t): one atan less per evaluation)
 _HX = 0.25                   # grid step in log q
 _NV_HALF = 200               # grid steps in v from theta = 0 to theta = pi/2
 _TH_EXT = 0.45               # the v grid extends to theta = pi/2 + _TH_EXT (overlap of the halves)
@@ -191,7 +192,7 @@ class NetView:
 # ------------------------------------------------------------------ angle variable
 def _v_of_t(t):
     """v(theta) from t = tan(theta/2) >= 0."""
-    return np.arcsinh(t / EPS) + (2.0 * BETA) * np.arctan(t)
+    return np.arcsinh(t / EPS) + (2.0 * BETA) * t
 
 
 def _theta_of_v(v):
@@ -210,7 +211,7 @@ def _theta_of_v(v):
 
 def _dtheta_dv(theta):
     t = np.tan(theta / 2.0)
-    return 1.0 / ((1.0 + t * t) / (2.0 * np.sqrt(EPS * EPS + t * t)) + BETA)
+    return 2.0 / ((1.0 + t * t) * (1.0 / np.sqrt(EPS * EPS + t * t) + 2.0 * BETA))
 
 
 # ------------------------------------------------------------------ interpolation
@@ -536,8 +537,8 @@ class TabulatedActivation(Activation):
 
     # ---- compiled (numba) path
     def _nb_args(self):
-        """(T, D, modes, P) for the compiled functions: tables (halves, nx, nv, 2), 1-D table,
-        log/linear flags (halves, 2), grid parameters."""
+        """(T, D, modes, P) for the compiled functions (:mod:`resscale.tabulated_compiled`): flat
+        tables (halves, nx, nv, 2), flat 1-D table (nx, ncol), log/linear flags (halves, 2), grid parameters."""
         args = getattr(self, "_nb_cache", None)
         if args is None:
             halves = (1.0,) if self.odd else (1.0, -1.0)
@@ -545,8 +546,9 @@ class TabulatedActivation(Activation):
             modes = np.array([self._modes[s] for s in halves], dtype=np.bool_)
             P = np.array([self._xs0, self._hx, self._hv, self._x_range[0], self._x_range[1],
                           float(self._nxc), float(self._nvc), float(self._tabs[1.0].shape[1]),
-                          float(self._tabs[1.0].shape[0]), float(len(halves))])   # P[9]: 1 odd, 2 not
-            args = (T, self._one_d, modes, P)
+                          float(self._tabs[1.0].shape[0]), float(len(halves)),    # P[9]: 1 odd, 2 not
+                          float(self._one_d.shape[1])])
+            args = (T, np.ascontiguousarray(self._one_d).ravel(), modes, P)
             object.__setattr__(self, "_nb_cache", args)
         return args
 
@@ -555,6 +557,7 @@ class TabulatedActivation(Activation):
         tables, compiled: dict of arrays q, k, log_dk (log of the product of the one-step factors)
         and ok (False where the trajectory left the table: recompute with the NumPy path); None
         when numba is unavailable (or not loaded and ``load`` is False) or the block is not covered."""
+        from .tabulated_compiled import _KINDS
         kind = _KINDS.get(block)
         nb = _compiled(load) if kind is not None else None
         if nb is None:
@@ -599,260 +602,7 @@ class TabulatedActivation(Activation):
 
 
 # ------------------------------------------------------------------ compiled path (numba)
-# The same interpolation as TabulatedActivation._eval, one point at a time, and the fused
-# two-input recursion of the full, reduced and two_layer blocks on it (docs/theory.md Sec. 5.1).
-# A trajectory whose (z, zk) leaves the table (z outside [Q_LO, Q_HI], zk not finite) is
-# stopped there and flagged; the caller recomputes those alphas with the NumPy path.
-_LW_INV = np.array([(-1.0) ** (_ORDER - 1 - m) / (math.factorial(m) * math.factorial(_ORDER - 1 - m))
-                    for m in range(_ORDER)])
-_LW_OFF = np.array([float(o) for o in _OFFS])
-assert _ORDER == 8, "the compiled evaluator below is unrolled for _ORDER = 8"
-_KINDS = {"full": 0, "reduced": 1, "two_layer": 2}
-
-
-def _lw_py(u, w):
-    """Lagrange weights at nodes _OFFS (prefix / suffix products), into w (len _ORDER)."""
-    left = 1.0
-    for m in range(_ORDER):
-        w[m] = left
-        left *= u - _LW_OFF[m]
-    right = 1.0
-    for m in range(_ORDER - 1, -1, -1):
-        w[m] *= right * _LW_INV[m]
-        right *= u - _LW_OFF[m]
-
-
-def _locate_py(z, zk, P, W, i):
-    """Stage 1 of the evaluation at (z, zk): W = (x cell, u_x, v cell, u_v, half, q - |k| or its
-    counterpart: the factor of R in G); False (W untouched) outside the table.
-    P = (xs0, hx, hv, x_lo, x_hi, nxc, nvc, nv_tot, nx_tot, halves)."""
-    if not (z > 0.0) or not math.isfinite(zk):
-        return False
-    x = math.log(z)
-    if not (x >= P[3] and x <= P[4]):
-        return False
-    t = (x - P[0]) / P[1] - (_ORDER // 2 - 1)
-    fi = min(max(np.floor(t), 0.0), P[5] - 1.0)
-    h = 0.0
-    if P[9] == 1.0:
-        ka = abs(zk)
-        num, den = max(z - ka, 0.0), z + ka
-    else:
-        dd, ss = max(z - zk, 0.0), max(z + zk, 0.0)
-        if dd <= ss:
-            num, den = dd, ss
-        else:
-            num, den, h = ss, dd, 1.0
-    tt = math.sqrt(num / den)
-    y = tt / EPS                        # asinh(y), accurate for small y, without math.asinh (slow)
-    v = math.log1p(y + y * y / (1.0 + math.sqrt(1.0 + y * y))) + (2.0 * BETA) * math.atan(tt)
-    tv = v / P[2] + (_GHOST - (_ORDER // 2 - 1))
-    fj = min(max(np.floor(tv), 0.0), P[6] - 1.0)
-    W[i, 0] = fi
-    W[i, 1] = t - fi
-    W[i, 2] = fj
-    W[i, 3] = tv - fj
-    W[i, 4] = h
-    W[i, 5] = num
-    return True
-
-
-def _interp_py(W, i, T, D, P, wx, wv, F):
-    """Stage 2: F[i] = (interpolated log g, log N, G(q,-1)/g, E[phi]/sqrt(g), A-table, R-table)."""
-    ix, iv, h = int(W[i, 0]), int(W[i, 2]), int(W[i, 4])
-    _lw_nb(W[i, 1], wx)
-    _lw_nb(W[i, 3], wv)
-    lg, ln, d2, d3 = 0.0, 0.0, 0.0, 0.0
-    for a in range(_ORDER):
-        lg += wx[a] * D[ix + a, 0]
-        ln += wx[a] * D[ix + a, 1]
-    if D.shape[1] > 2:
-        for a in range(_ORDER):
-            d2 += wx[a] * D[ix + a, 2]
-            d3 += wx[a] * D[ix + a, 3]
-    # rows ix..ix+7 of half h, 2 * _ORDER contiguous values (A, R interleaved) from column iv;
-    # 16 independent accumulators (unrolled: a latency-bound chain of 128 FMAs is much slower)
-    nv2 = 2 * int(P[7])
-    base = (h * int(P[8]) + ix) * nv2 + 2 * iv
-    c0 = c1 = c2 = c3 = c4 = c5 = c6 = c7 = 0.0
-    c8 = c9 = c10 = c11 = c12 = c13 = c14 = c15 = 0.0
-    for a in range(_ORDER):
-        wa = wx[a]
-        r = base + a * nv2
-        c0 += wa * T[r]
-        c1 += wa * T[r + 1]
-        c2 += wa * T[r + 2]
-        c3 += wa * T[r + 3]
-        c4 += wa * T[r + 4]
-        c5 += wa * T[r + 5]
-        c6 += wa * T[r + 6]
-        c7 += wa * T[r + 7]
-        c8 += wa * T[r + 8]
-        c9 += wa * T[r + 9]
-        c10 += wa * T[r + 10]
-        c11 += wa * T[r + 11]
-        c12 += wa * T[r + 12]
-        c13 += wa * T[r + 13]
-        c14 += wa * T[r + 14]
-        c15 += wa * T[r + 15]
-    FA = (wv[0] * c0 + wv[1] * c2 + wv[2] * c4 + wv[3] * c6
-          + wv[4] * c8 + wv[5] * c10 + wv[6] * c12 + wv[7] * c14)
-    FR = (wv[0] * c1 + wv[1] * c3 + wv[2] * c5 + wv[3] * c7
-          + wv[4] * c9 + wv[5] * c11 + wv[6] * c13 + wv[7] * c15)
-    F[i, 0] = lg
-    F[i, 1] = ln
-    F[i, 2] = d2
-    F[i, 3] = d3
-    F[i, 4] = FA
-    F[i, 5] = FR
-
-
-def _values_py(zk, W, F, i, modes, P, out):
-    """Stage 3: out = (G, A, g, mu) from the interpolated F[i]."""
-    h = int(W[i, 4])
-    num, lg, ln = W[i, 5], F[i, 0], F[i, 1]
-    g = math.exp(lg)
-    if modes[h, 0] and modes[h, 1]:
-        A = math.exp(F[i, 4] + ln)
-        RN = math.exp(F[i, 5] + ln)
-    else:
-        N = math.exp(ln)
-        A = math.exp(F[i, 4]) * N if modes[h, 0] else F[i, 4] * N
-        RN = math.exp(F[i, 5]) * N if modes[h, 1] else F[i, 5] * N
-    if P[9] == 1.0:
-        G = math.copysign(g - num * RN, zk)
-    elif h == 0:
-        G = g - num * RN
-    else:
-        G = g * F[i, 2] + num * RN
-    out[0] = G
-    out[1] = A
-    out[2] = g
-    out[3] = math.sqrt(g) * F[i, 3] if P[9] == 2.0 else 0.0
-
-
-def _traj_py(kind, sw2, sb2, L, c0, q0, alphas, T, D, modes, P):
-    """Fused equal-norm two-input recursion (the blocks' two_input_step) for every alpha.
-    Layers outside; inside, each stage of the evaluation runs over all alphas in turn
-    (independent iterations overlap in the CPU: one alpha at a time is latency-bound).
-    Returns q, k, log_dk, ok (False: the trajectory left the table and was stopped there)."""
-    n = alphas.size
-    Q, K, M = np.full(n, q0), np.full(n, q0 * c0), np.zeros(n)
-    LG, PR = np.zeros(n), np.ones(n)
-    OK = np.ones(n, dtype=np.bool_)
-    Wn, Fn = np.empty((n, 6)), np.empty((n, 6))
-    ZK = np.empty(n)
-    idx = np.empty(n, dtype=np.int64)
-    wx, wv, out = np.empty(_ORDER), np.empty(_ORDER), np.empty(4)
-    odd = P[9] == 1.0
-    cf = sw2 * sw2 if kind == 2 else sw2
-    for _ in range(L):
-        m = 0
-        for i in range(n):
-            if not OK[i]:
-                continue
-            if kind == 0:
-                z, zk = Q[i], K[i]
-            else:
-                z, zk = sw2 * Q[i] + sb2, sw2 * K[i] + sb2
-            if _locate_nb(z, zk, P, Wn, i):
-                ZK[i] = zk
-                idx[m] = i
-                m += 1
-            else:
-                OK[i] = False
-        if m == 0:
-            break
-        for j in range(m):
-            i = idx[j]
-            _interp_nb(Wn, i, T, D, P, wx, wv, Fn)
-        for j in range(m):
-            i = idx[j]
-            _values_nb(ZK[i], Wn, Fn, i, modes, P, out)
-            G, A, g = out[0], out[1], out[2]
-            q, k = Q[i], K[i]
-            a = alphas[i]
-            a2 = a * a
-            f = 1.0 + a2 * cf * A
-            if f > 0.0:
-                p = PR[i] * f
-                if p > 1e250 or p < 1e-250:
-                    LG[i] += math.log(p)
-                    p = 1.0
-                PR[i] = p
-            else:
-                LG[i] += -math.inf if f == 0.0 else math.nan
-            if kind == 1:
-                if odd:
-                    Q[i] = q + a2 * g
-                    K[i] = k + a2 * G
-                else:
-                    mu = out[3]
-                    drift = 2.0 * a * M[i] * mu
-                    Q[i] = q + drift + a2 * g
-                    K[i] = k + drift + a2 * G
-                    M[i] = M[i] + a * mu
-            else:
-                Q[i] = q + a2 * (sw2 * g + sb2)
-                K[i] = k + a2 * (sw2 * G + sb2)
-    for i in range(n):
-        LG[i] += math.log(PR[i])
-    return Q, K, LG, OK
-
-
-def _pair_scalar_py(z, zk, T, D, modes, P):
-    """(ok, G, A, g) at one point."""
-    W, F = np.empty((1, 6)), np.empty((1, 6))
-    wx, wv, out = np.empty(_ORDER), np.empty(_ORDER), np.empty(4)
-    if not _locate_nb(z, zk, P, W, 0):
-        return False, math.nan, math.nan, math.nan
-    _interp_nb(W, 0, T, D, P, wx, wv, F)
-    _values_nb(zk, W, F, 0, modes, P, out)
-    return True, out[0], out[1], out[2]
-
-
-def _log_g_scalar_py(x, D, P):
-    """(interpolated log g, its derivative in x) at x = log q (power-form weights, as
-    TabulatedActivation._one_d_with_derivative)."""
-    t = (x - P[0]) / P[1] - (_ORDER // 2 - 1)
-    fi = min(max(np.floor(t), 0.0), P[5] - 1.0)
-    ix, u = int(fi), t - fi
-    val, der = 0.0, 0.0
-    for m in range(_ORDER):
-        w, dw, up = 0.0, 0.0, 1.0
-        for p in range(_ORDER):
-            w += _LM[m, p] * up
-            if p + 1 < _ORDER:
-                dw += _LM[m, p + 1] * (p + 1) * up
-            up *= u
-        val += w * D[ix + m, 0]
-        der += dw * D[ix + m, 0]
-    return val, der / P[1]
-
-
-_lw_nb, _locate_nb, _interp_nb, _values_nb = _lw_py, _locate_py, _interp_py, _values_py   # compiled in _compiled()
-_NB = None                      # (trajectory kernel, scalar pair) once compiled; False: unavailable
-
-
 def _compiled(load=True):
-    """(trajectory kernel, scalar pair function), compiled with numba (cache=True), or None when
-    numba is absent, RESSCALE_NO_NUMBA is set, or ``load`` is False and they are not loaded yet."""
-    global _NB, _lw_nb, _locate_nb, _interp_nb, _values_nb
-    if os.environ.get("RESSCALE_NO_NUMBA"):
-        return None
-    if _NB is not None or not load:
-        return _NB or None
-    with _LOCK:
-        if _NB is None:
-            try:
-                import numba
-                opts = dict(cache=True, fastmath=False, error_model="numpy", nogil=True)
-                inl = numba.njit(inline="always", **opts)
-                _lw_nb, _locate_nb, _interp_nb, _values_nb = (inl(f) for f in (_lw_py, _locate_py, _interp_py,
-                                                                               _values_py))
-                _NB = (numba.njit(**opts)(_traj_py), numba.njit(**opts)(_pair_scalar_py),
-                       numba.njit(**opts)(_log_g_scalar_py))
-            except Exception:
-                _lw_nb, _locate_nb, _interp_nb, _values_nb = _lw_py, _locate_py, _interp_py, _values_py
-                _NB = False
-    return _NB or None
+    """The numba-compiled evaluators (:func:`resscale.tabulated_compiled._compiled`), or None."""
+    from .tabulated_compiled import _compiled as comp
+    return comp(load)

@@ -178,3 +178,54 @@ def test_compiled_table_start_outside_and_scalar_flow(acts, monkeypatch):
     g, dg = T.diag(np.float64(q))
     g2, dg2 = (float(v[0]) for v in T.diag(np.array([q])))
     assert abs(g / g2 - 1.0) < 1e-14 and abs(dg / dg2 - 1.0) < 1e-11
+
+
+@pytest.fixture(scope="module")
+def small_nonodd():
+    """A non-odd table (two halves) on a narrow q range [1e-2, 1e3] (cheap to build): covers the
+    compiled path's c < 0 half, G(q, -1)/g and E[phi] columns."""
+    phi = from_callable(lambda u: np.tanh(u) + 0.5, name="shifted_tanh")
+    mp = pytest.MonkeyPatch()
+    mp.setattr(tp, "Q_LO", 1e-2)
+    mp.setattr(tp, "Q_HI", 1e3)
+    try:
+        T = tp.TabulatedActivation.build(phi)
+    finally:
+        mp.undo()
+    return phi, T
+
+
+def test_small_nonodd_table_matches_quadrature(small_nonodd):
+    phi, T = small_nonodd
+    assert T.stats["max_rel_err_A"] < 1e-6 and T.stats["max_err_G_over_g"] < 1e-7
+    rng = np.random.default_rng(3)
+    q = np.exp(rng.uniform(np.log(2e-2), np.log(5e2), 200))
+    c = np.concatenate([rng.uniform(-1.0, 1.0, 100), 1.0 - 10.0 ** rng.uniform(-10, -1, 50),
+                        -1.0 + 10.0 ** rng.uniform(-10, -1, 50)])
+    G0, A0, g0 = phi.pair_equal(q, q * c)
+    G1, A1, g1 = T.pair_equal(q, q * c)
+    assert np.max(np.abs(A1 - A0) / np.abs(A0)) < 1e-7
+    assert np.max(np.abs(G1 - G0) / g0) < 1e-7
+
+
+@pytest.mark.skipif(not _has_numba(), reason="numba not installed (or RESSCALE_NO_NUMBA set)")
+@pytest.mark.parametrize("block", ["full", "reduced", "two_layer"])
+def test_compiled_nonodd_trajectory_matches_numpy_table(small_nonodd, block):
+    import importlib
+    sens = importlib.import_module("resscale.sensitivity")
+    phi, T = small_nonodd
+    assert tp._compiled() is not None
+    net = rs.ResNet(depth=80, activation=phi, block=block, sigma_b2=0.1)
+    a = np.logspace(-2, -0.3, 7)
+    for c0 in (0.9, -0.6):
+        r = T.compiled_trajectory(block, net.sigma_w2, net.sigma_b2, net.depth, c0, 1.0, a)
+        assert r is not None and np.all(r["ok"])                  # stays inside [1e-2, 1e3]
+        q, k, s, lg = sens._plain_recursion(net, T, c0, 1.0, a)  # the NumPy table path
+        np.testing.assert_allclose(r["q"], q, rtol=1e-12)
+        np.testing.assert_allclose(r["k"], k, rtol=1e-11, atol=1e-12 * np.max(q))
+        np.testing.assert_allclose(r["log_dk"], lg, rtol=1e-11, atol=1e-11)
+    # one-point evaluator on both halves (c > 0 and c < 0) against the NumPy table evaluation
+    for qq, cc in ((0.37, 0.999), (5.0, -0.8), (40.0, -1.0 + 1e-9), (0.05, 0.0)):
+        G, _, _, A = T.pair(np.float64(qq), np.float64(qq), np.float64(qq * cc))
+        G1, A1, g1 = (float(v[0]) for v in T.pair_equal(np.array([qq]), np.array([qq * cc])))
+        assert abs(G - G1) < 1e-13 * g1 and abs(A / A1 - 1.0) < 1e-12

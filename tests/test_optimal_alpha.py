@@ -93,3 +93,26 @@ def test_optimal_alpha_width_returns_the_analytic_finite_width_value():
     T_inf = rs.analytic_alpha(net, 0.9)[1]
     assert r.T_star != T_inf and math.isclose(r.alpha_analytic, math.sqrt(r.T_star / 40), rel_tol=1e-12)
     assert "t1" in r.analytic_note
+
+
+def test_finite_width_shift_follows_the_slope_of_delta():
+    """alpha*(N) - alpha*_inf = -S_N'(alpha*_inf) / S_N'' to leading order in the (small) shift; the
+    slope of S_N = S + delta/N at alpha*_inf comes from an independent central difference of the
+    exact delta (step 1% of alpha*: truncation ~3% of the slope here). erf, full, L = 30, c0 = 0.9,
+    N = 32: the shift is +4.8e-4 (the earlier 7-node spline gave the wrong sign, -6.9e-4)."""
+    from resscale.finite_width.sensitivity import sensitivity_correction
+    from resscale.optimal_alpha import optimal_alpha_finite_width
+
+    net = rs.ResNet(depth=30)
+    N, c0 = 32, 0.9
+    a0 = rs.optimal_alpha(net, c0=c0).alpha
+    r = optimal_alpha_finite_width(net, c0, 1.0, N, alpha_inf=a0)
+    h = 0.01 * a0
+    al = np.array([a0 - h, a0, a0 + h])
+    SN = np.asarray(rs.sensitivity(net, c0, 1.0, alphas=al), float) \
+        + np.asarray(sensitivity_correction(net, c0, 1.0, alphas=al), float) / N
+    slope = (SN[2] - SN[0]) / (2 * h)
+    curv = (SN[2] - 2 * SN[1] + SN[0]) / h ** 2
+    expected = -slope / curv
+    assert r["method"] == "local" and expected > 0
+    assert abs((r["alpha"] - a0) - expected) < 0.1 * abs(expected), (r["alpha"] - a0, expected)

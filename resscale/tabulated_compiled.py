@@ -1,0 +1,239 @@
+"""Compiled (numba) evaluation of the tabulated pair functions (issue 9; docs/theory.md Sec. 5.1).
+
+Split from :mod:`resscale.tabulated_pairs` (the tables, their build and the NumPy evaluation).
+Here: the same interpolation one point at a time (``_eval_py``),
+the fused equal-norm two-input recursion of the full, reduced and two_layer blocks on it
+(``_traj_py``, used through :meth:`TabulatedActivation.compiled_trajectory`) and one-point
+evaluators for the continuum flow. Plain Python functions, compiled by :func:`_compiled` with
+numba (cache=True) when it is installed and RESSCALE_NO_NUMBA is unset; without numba nothing
+here runs (the NumPy path in :mod:`resscale.tabulated_pairs` is used instead).
+"""
+from __future__ import annotations
+
+import math
+import os
+import threading
+
+import numpy as np
+
+from .tabulated_pairs import BETA, EPS, _GHOST, _LM, _OFFS, _ORDER
+
+_LOCK = threading.Lock()
+
+# ------------------------------------------------------------------ compiled path (numba)
+# The same interpolation as TabulatedActivation._eval, one point at a time, and the fused
+# two-input recursion of the full, reduced and two_layer blocks on it (docs/theory.md Sec. 5.1).
+# A trajectory whose (z, zk) leaves the table (z outside [Q_LO, Q_HI], zk not finite) is
+# stopped there and flagged; the caller recomputes those alphas with the NumPy path.
+_LW_INV = np.array([(-1.0) ** (_ORDER - 1 - m) / (math.factorial(m) * math.factorial(_ORDER - 1 - m))
+                    for m in range(_ORDER)])
+_LW_OFF = np.array([float(o) for o in _OFFS])
+assert _ORDER == 8, "the compiled evaluator below is unrolled for _ORDER = 8"
+_KINDS = {"full": 0, "reduced": 1, "two_layer": 2}
+
+
+def _lw_py(u, w):
+    """Lagrange weights at nodes _OFFS (prefix / suffix products), into w (len _ORDER)."""
+    left = 1.0
+    for m in range(_ORDER):
+        w[m] = left
+        left *= u - _LW_OFF[m]
+    right = 1.0
+    for m in range(_ORDER - 1, -1, -1):
+        w[m] *= right * _LW_INV[m]
+        right *= u - _LW_OFF[m]
+
+
+def _eval_py(z, zk, T, D, modes, P, wx, wv):
+    """(ok, G, A, g, mu) at (z, zk) = (q, k) of equal-norm inputs: the tables' interpolation
+    (as TabulatedActivation._eval), fused, on local scalars; ok False (the rest 0) outside the table.
+    T: flat 2-D tables (halves, nx_tot, nv_tot, 2) (A, R interleaved), D: flat 1-D table
+    (nx_tot, ncol) (log g, log N[, G(q,-1)/g, E[phi]/sqrt(g)]), modes (halves, 2): log form;
+    P = (xs0, hx, hv, x_lo, x_hi, nxc, nvc, nv_tot, nx_tot, halves, ncol).
+    Table offsets are unsigned (np.uint64): NumPy-style negative-index wrap-around costs
+    a compare and select per load (~20% of the evaluation)."""
+    if not (z > 0.0) or not math.isfinite(zk):
+        return False, 0.0, 0.0, 0.0, 0.0
+    x = math.log(z)
+    if not (x >= P[3] and x <= P[4]):
+        return False, 0.0, 0.0, 0.0, 0.0
+    t = (x - P[0]) / P[1] - (_ORDER // 2 - 1)
+    fi = min(max(math.floor(t), 0.0), P[5] - 1.0)
+    odd = P[9] == 1.0
+    h = 0
+    if odd:
+        ka = abs(zk)
+        num, den = max(z - ka, 0.0), z + ka
+    else:
+        dd, ss = max(z - zk, 0.0), max(z + zk, 0.0)
+        if dd <= ss:
+            num, den = dd, ss
+        else:
+            num, den, h = ss, dd, 1
+    tt = math.sqrt(num / den)
+    y = tt / EPS                        # asinh(y), accurate for small y, without math.asinh (slow)
+    v = math.log1p(y + y * y / (1.0 + math.sqrt(1.0 + y * y))) + (2.0 * BETA) * tt
+    tv = v / P[2] + (_GHOST - (_ORDER // 2 - 1))
+    fj = min(max(math.floor(tv), 0.0), P[6] - 1.0)
+    _lw_nb(t - fi, wx)
+    _lw_nb(tv - fj, wv)
+    ix, iv = int(fi), int(fj)
+    u1, u2, u3 = np.uint64(1), np.uint64(2), np.uint64(3)
+    # 1-D table: rows ix..ix+7
+    nc = np.uint64(int(P[10]))
+    d = np.uint64(ix * int(P[10]))
+    lg, ln, d2, d3 = 0.0, 0.0, 0.0, 0.0
+    for a in range(_ORDER):
+        wa = wx[a]
+        lg += wa * D[d]
+        ln += wa * D[d + u1]
+        if not odd:
+            d2 += wa * D[d + u2]
+            d3 += wa * D[d + u3]
+        d += nc
+    # 2-D table: rows ix..ix+7 of half h, 2 * _ORDER contiguous values (A, R interleaved) from column iv
+    u4, u5, u6, u7 = np.uint64(4), np.uint64(5), np.uint64(6), np.uint64(7)
+    u8, u9, u10, u11 = np.uint64(8), np.uint64(9), np.uint64(10), np.uint64(11)
+    u12, u13, u14, u15 = np.uint64(12), np.uint64(13), np.uint64(14), np.uint64(15)
+    nv2 = 2 * int(P[7])
+    r = np.uint64((h * int(P[8]) + ix) * nv2 + 2 * iv)
+    step = np.uint64(nv2)
+    w0, w1, w2, w3, w4, w5, w6, w7 = wv[0], wv[1], wv[2], wv[3], wv[4], wv[5], wv[6], wv[7]
+    FA, FR = 0.0, 0.0
+    for a in range(_ORDER):
+        sa = ((w0 * T[r] + w1 * T[r + u2]) + (w2 * T[r + u4] + w3 * T[r + u6])
+              + ((w4 * T[r + u8] + w5 * T[r + u10]) + (w6 * T[r + u12] + w7 * T[r + u14])))
+        sr = ((w0 * T[r + u1] + w1 * T[r + u3]) + (w2 * T[r + u5] + w3 * T[r + u7])
+              + ((w4 * T[r + u9] + w5 * T[r + u11]) + (w6 * T[r + u13] + w7 * T[r + u15])))
+        FA += wx[a] * sa
+        FR += wx[a] * sr
+        r += step
+    g = math.exp(lg)
+    if modes[h, 0] and modes[h, 1]:
+        A = math.exp(FA + ln)
+        RN = math.exp(FR + ln)
+    else:
+        N = math.exp(ln)
+        A = math.exp(FA) * N if modes[h, 0] else FA * N
+        RN = math.exp(FR) * N if modes[h, 1] else FR * N
+    if odd:
+        G = math.copysign(g - num * RN, zk)
+    elif h == 0:
+        G = g - num * RN
+    else:
+        G = g * d2 + num * RN
+    mu = 0.0 if odd else math.sqrt(g) * d3
+    return True, G, A, g, mu
+
+
+def _traj_py(kind, sw2, sb2, L, c0, q0, alphas, T, D, modes, P):
+    """Fused equal-norm two-input recursion (the blocks' two_input_step) for every alpha:
+    layers outside, alphas inside (independent alphas overlap in the CPU pipeline).
+    Returns q, k, log_dk, ok (False: the trajectory left the table and was stopped there)."""
+    n = alphas.size
+    Q, K, M = np.full(n, q0), np.full(n, q0 * c0), np.zeros(n)
+    LG, PR = np.zeros(n), np.ones(n)
+    OK = np.ones(n, dtype=np.bool_)
+    wx, wv = np.empty(_ORDER), np.empty(_ORDER)
+    odd = P[9] == 1.0
+    cf = sw2 * sw2 if kind == 2 else sw2
+    for _ in range(L):
+        alive = False
+        for i in range(n):
+            if not OK[i]:
+                continue
+            q, k = Q[i], K[i]
+            if kind == 0:
+                z, zk = q, k
+            else:
+                z, zk = sw2 * q + sb2, sw2 * k + sb2
+            ok, G, A, g, mu = _eval_nb(z, zk, T, D, modes, P, wx, wv)
+            if not ok:
+                OK[i] = False
+                continue
+            alive = True
+            a = alphas[i]
+            a2 = a * a
+            f = 1.0 + a2 * cf * A
+            if f > 0.0:
+                p = PR[i] * f
+                if p > 1e250 or p < 1e-250:
+                    LG[i] += math.log(p)
+                    p = 1.0
+                PR[i] = p
+            else:
+                LG[i] += -math.inf if f == 0.0 else math.nan
+            if kind == 1:
+                if odd:
+                    Q[i] = q + a2 * g
+                    K[i] = k + a2 * G
+                else:
+                    drift = 2.0 * a * M[i] * mu
+                    Q[i] = q + drift + a2 * g
+                    K[i] = k + drift + a2 * G
+                    M[i] = M[i] + a * mu
+            else:
+                Q[i] = q + a2 * (sw2 * g + sb2)
+                K[i] = k + a2 * (sw2 * G + sb2)
+        if not alive:
+            break
+    for i in range(n):
+        LG[i] += math.log(PR[i])
+    return Q, K, LG, OK
+
+
+def _pair_scalar_py(z, zk, T, D, modes, P):
+    """(ok, G, A, g) at one point."""
+    wx, wv = np.empty(_ORDER), np.empty(_ORDER)
+    ok, G, A, g, _ = _eval_nb(z, zk, T, D, modes, P, wx, wv)
+    if not ok:
+        return False, math.nan, math.nan, math.nan
+    return True, G, A, g
+
+
+def _log_g_scalar_py(x, D, P):
+    """(interpolated log g, its derivative in x) at x = log q (power-form weights, as
+    TabulatedActivation._one_d_with_derivative)."""
+    t = (x - P[0]) / P[1] - (_ORDER // 2 - 1)
+    fi = min(max(np.floor(t), 0.0), P[5] - 1.0)
+    ix, u = int(fi), t - fi
+    nc = int(P[10])
+    val, der = 0.0, 0.0
+    for m in range(_ORDER):
+        w, dw, up = 0.0, 0.0, 1.0
+        for p in range(_ORDER):
+            w += _LM[m, p] * up
+            if p + 1 < _ORDER:
+                dw += _LM[m, p + 1] * (p + 1) * up
+            up *= u
+        val += w * D[(ix + m) * nc]
+        der += dw * D[(ix + m) * nc]
+    return val, der / P[1]
+
+
+_lw_nb, _eval_nb = _lw_py, _eval_py   # compiled in _compiled()
+_NB = None                      # (trajectory kernel, scalar pair) once compiled; False: unavailable
+
+
+def _compiled(load=True):
+    """(trajectory kernel, scalar pair function), compiled with numba (cache=True), or None when
+    numba is absent, RESSCALE_NO_NUMBA is set, or ``load`` is False and they are not loaded yet."""
+    global _NB, _lw_nb, _eval_nb
+    if os.environ.get("RESSCALE_NO_NUMBA"):
+        return None
+    if _NB is not None or not load:
+        return _NB or None
+    with _LOCK:
+        if _NB is None:
+            try:
+                import numba
+                # 'contract' (fused multiply-add) only: no reassociation, NaN/inf semantics kept
+                opts = dict(cache=True, fastmath={"contract"}, error_model="numpy", nogil=True)
+                inl = numba.njit(inline="always", **opts)
+                _lw_nb, _eval_nb = inl(_lw_py), inl(_eval_py)
+                _NB = (numba.njit(**opts)(_traj_py), numba.njit(**opts)(_pair_scalar_py),
+                       numba.njit(**opts)(_log_g_scalar_py))
+            except Exception:
+                _lw_nb, _eval_nb = _lw_py, _eval_py
+                _NB = False
+    return _NB or None
