@@ -188,3 +188,154 @@ def test_mc_V1_from_two_widths():
     V1 = _theory3(fw, 1)[1] - V
     assert np.all(np.abs(V1 - V1_mc) < 4 * V1_se), (V1, V1_mc, V1_se)
     assert np.all(np.abs(np.diag(V1)) > 4 * np.diag(V1_se))
+
+
+# ------------------------------------------------------------------ S_N to O(1/N^2) (Sec. 4.12.1)
+def test_corr_derivatives_finite_differences():
+    """D1..D4 of c = k / sqrt(p q) (Eq. 4.95) against central differences."""
+    from resscale.finite_width.sensitivity import _corr_derivs
+    K = np.array([[1.1, 0.4], [0.4, 0.9]])
+    x0 = np.array([1.1, 0.4, 0.9])
+    f = lambda x: x[1] / np.sqrt(x[0] * x[2])   # noqa: E731
+    D = _corr_derivs(K)
+    h, e = 1e-3, np.eye(3)
+    for order in (1, 2, 3):
+        for idx in np.ndindex(*(3,) * order):
+            tot = 0.0
+            for s in np.ndindex(*(2,) * order):
+                sg = np.array([1 - 2 * si for si in s])
+                tot += np.prod(sg) * f(x0 + h * sum(sgi * e[i] for sgi, i in zip(sg, idx)))
+            assert abs(tot / (2 * h) ** order - D[order - 1][idx]) < 2e-4 * (1 + abs(D[order - 1][idx]))
+    assert D[3][1, 1, 0, 0] == 0.0 and np.isclose(D[3][0, 0, 0, 0], 105 / 16 * 0.4 * 1.1 ** -4.5 * 0.9 ** -0.5)
+
+
+def test_sensitivity_order2_structure():
+    net = rs.ResNet(depth=3, alpha=0.5, sigma_w2=1.3, sigma_b2=0.1, activation="erf", block="reduced")
+    from resscale.finite_width.sensitivity import (sensitivity_correction, sensitivity_correction2,
+                                                   sensitivity_finite_width)
+    S = rs.sensitivity(net, 0.5, 1.0)
+    d1 = sensitivity_correction(net, 0.5, 1.0)
+    d2 = sensitivity_correction2(net, 0.5, 1.0)
+    for N in (8, 32):
+        s1 = sensitivity_finite_width(net, 0.5, 1.0, width=N)
+        s2 = sensitivity_finite_width(net, 0.5, 1.0, width=N, order=2)
+        assert np.isclose(s1, S + d1 / N, rtol=1e-12) and np.isclose(s2, S + d1 / N + d2 / N ** 2, rtol=1e-9)
+    # delta2 does not depend on the difference step (the recursion's FD derivatives are smooth in c0)
+    assert abs(sensitivity_correction2(net, 0.5, 1.0, dc=4e-3) - d2) < 1e-3 * abs(d2)
+    for block in ("full", "feedforward"):
+        with pytest.raises(NotImplementedError, match="order"):
+            sensitivity_finite_width(rs.ResNet(depth=3, alpha=0.5, activation="erf", block=block),
+                                     0.5, 1.0, width=8, order=2)
+    with pytest.raises(ValueError, match="order"):
+        sensitivity_finite_width(net, 0.5, 1.0, width=8, order=3)
+
+
+@pytest.mark.slow
+def test_sensitivity_order2_monte_carlo():
+    """Reduced erf block (validation point S1), exact chain sampler: (i) the level E c_hat^L at N = 8
+    against c + e1/N (+ e2/N^2, Eq. 4.96): order 2 within 4 SE, order 1 off by > 4 SE; (ii) S_N at N = 16
+    (common random numbers, Richardson) within 4 SE of order 2 (Eq. 4.97)."""
+    import os
+    import sys
+    sys.path.insert(0, os.path.join(os.path.dirname(__file__), "..", "scripts"))
+    import validate_next_order as v
+    from resscale.finite_width.sensitivity import (_corr_correction, _corr_correction2,
+                                                   sensitivity_finite_width)
+    pt = v.SENS_POINTS["S1"]
+    net = rs.ResNet(**{k: x for k, x in pt.items() if k != "c0"})
+
+    def chat(N, c0, S, seed):
+        ch = v.Chain.__new__(v.Chain)
+        ch.net, ch.K0 = net, rs.inputs.two_input_kernel(c0, 1.0)
+        ch.co = v._Coords(2, with_mean=True)
+        x, _ = ch.run(N, S, np.random.default_rng(seed), cv=False)
+        return x[:, 1] / np.sqrt(x[:, 0] * x[:, 2])
+
+    N, K = 8, rs.inputs.two_input_kernel(pt["c0"], 1.0)
+    c = np.concatenate([chat(N, pt["c0"], 20000, [31, i]) for i in range(5)])
+    m, se = c.mean(), c.std() / np.sqrt(c.size)
+    fw = rs.finite_width(net, width=N, K0=K)
+    r = next_order_theory(net, K)
+    c_mf = fw.kernel[0, 1] / np.sqrt(fw.kernel[0, 0] * fw.kernel[1, 1])
+    o1 = c_mf + _corr_correction(fw.kernel, fw.mean_shift, fw.covariance) / N
+    o2 = o1 + _corr_correction2(r["Ks"][-1], r["stats"]) / N ** 2
+    assert abs(o2 - m) < 4 * se and abs(o1 - m) > 4 * se, (m, se, o1, o2)
+    N = 16
+    vals = np.concatenate([np.stack([chat(N, pt["c0"] + h, 20000, [2024, i])
+                                     for h in (-v.SENS_DC, -v.SENS_DC / 2, v.SENS_DC / 2, v.SENS_DC)], axis=1)
+                           for i in range(6)])
+    m, se, _ = v.sens_estimate(vals)
+    s2 = sensitivity_finite_width(net, pt["c0"], 1.0, width=N, order=2)
+    assert abs(s2 - m) < 4 * se, (m, se, s2)
+
+
+# ------------------------------------------------------------------ P > 3 (Sec. 4.12.2, Eq. 4.98)
+K4 = np.array([[1.0, 0.5, 0.3, 0.2], [0.5, 1.2, 0.4, 0.1], [0.3, 0.4, 0.8, 0.3], [0.2, 0.1, 0.3, 1.1]])
+
+
+def test_cost_refusal_large_P():
+    net = _net(depth=8)
+    X = np.random.default_rng(0).standard_normal((10, 5))
+    with pytest.raises(ValueError, match=r"P=10 inputs \(rows of X\).*210 four-input.*estimated"):
+        rs.finite_width(net, width=16, X=X, order=2)
+    from resscale.finite_width.next_order import estimate_seconds
+    assert estimate_seconds(10, 8) > estimate_seconds(5, 8) > estimate_seconds(4, 8) > estimate_seconds(3, 8)
+
+
+@pytest.mark.slow
+@pytest.mark.parametrize("block,act", [("reduced", "relu"), ("two_layer", "erf")])
+def test_sub_kernel_exactness_P4_P5(block, act):
+    """V1 / M2 of a P = 4 run (direct) and a P = 5 run (through 4-input sub-kernels) restricted to
+    2-3 inputs equal the separate runs on those inputs (sub-kernel exactness, Eq. 4.98)."""
+    net = rs.ResNet(block=block, activation=act, depth=1, alpha=0.6, sigma_w2=1.3, sigma_b2=0.1)
+    K5 = np.pad(K4, ((0, 1), (0, 1)))
+    K5[4, :4] = K5[:4, 4] = [0.1, 0.3, 0.2, 0.4]
+    K5[4, 4] = 0.9
+    for Kbig in (K4, K5):
+        big = next_order_theory(net, Kbig)
+        for sub in ([0, 2], [1, 2, 3], [0, 3, 4][: 3 if Kbig.shape[0] == 5 else 2]):
+            s = np.array(sub)
+            small = next_order_theory(net, Kbig[np.ix_(s, s)])
+            for key in ("V", "V1"):
+                np.testing.assert_allclose(big[key][np.ix_(s, s, s, s)], small[key], rtol=1e-6,
+                                           atol=1e-6 * np.abs(small[key]).max())
+            # M2: the finite-difference steps scale with max K_aa of the run's kernel, so a sub-kernel
+            # run uses other steps: equal to the documented FD accuracy of M2 (3e-4 relu, Sec. 4.12)
+            for key, tol in (("M", 1e-6), ("M2", 2e-3)):
+                np.testing.assert_allclose(big[key][np.ix_(s, s)], small[key], rtol=tol,
+                                           atol=tol * np.abs(small[key]).max())
+    fw = rs.finite_width(net, width=16, K0=K5, order=2)
+    assert fw.covariance_correction.shape == (5,) * 4 and np.all(np.isfinite(fw.covariance_correction))
+
+
+# ------------------------------------------------------------------ resummed closure (Sec. 4.12.3)
+def test_resummed_reduces_to_order2_at_large_N():
+    """Expanding the cumulant closure (Eq. 4.99-4.101) in 1/N gives Eq. 4.84-4.88: N (N Sigma - c1) -> c2,
+    N^2 kappa -> t2, N (mu - x_mf) -> a1 (two_layer erf, P = 2, L = 2)."""
+    from resscale.finite_width.next_order import _ENGINES
+    from resscale.finite_width.resummed import resummed_theory
+    net = _net(activation="erf", depth=2)
+    st = next_order_theory(net, K0)["stats"]
+    x = _ENGINES["two_layer"](net, K0, 12, 8).point(2)
+    N = 1e5
+    mu, S, k = resummed_theory(net, K0, N)["stats"]
+    rel = lambda a, b: np.max(np.abs(a - b)) / np.max(np.abs(b))   # noqa: E731
+    assert rel(N * (N * S - st["c1"]), st["c2"]) < 1e-3
+    assert rel(N * N * k, st["t2"]) < 1e-4
+    assert rel(N * (mu - x), st["a1"]) < 1e-3
+    fw = rs.finite_width(net, width=16, K0=K0, order="resummed")
+    assert fw.resummed_covariance.shape == (2,) * 4 and fw.covariance_correction is not None
+    assert np.isclose(fw.expansion_parameter, fw.expansion_ratio ** 2)
+    assert "resummed_covariance" in fw.to_dict()
+
+
+def test_resummed_refusals():
+    with pytest.raises(NotImplementedError, match="resummed"):
+        rs.finite_width(_net(block="full", activation="erf"), width=16, K0=K0, order="resummed")
+    K3 = np.array([[1.0, 0.5, 0.3], [0.5, 1.2, 0.4], [0.3, 0.4, 0.8]])
+    with pytest.raises(NotImplementedError, match="state coordinates"):
+        rs.finite_width(_net(block="reduced", activation="erf"), width=16, K0=K3, order="resummed")
+    with pytest.raises(ValueError, match="width"):
+        rs.finite_width(_net(activation="erf"), K0=K0, order="resummed")
+    with pytest.raises(ValueError, match="order"):
+        rs.finite_width(_net(activation="erf"), width=16, K0=K0, order="resumed")

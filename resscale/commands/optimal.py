@@ -41,6 +41,8 @@ def register(app: typer.Typer) -> None:
                                             "maximise the data-level sensitivity instead of S(c0, q0)."),
         max_pairs: int = typer.Option(2000, "--max-pairs", help="With --data: pairs used (subsampled above)."),
         sigma_in2: float = o.SigmaIn2, sigma_bin2: float = o.SigmaBin2,
+        order: int = typer.Option(1, "--order", help="With --width: 1 = S + delta/N; 2 = S_N to O(1/N^2) "
+                                                     "(two_layer / reduced; docs/theory.md Sec. 4.12.1)."),
     ):
         """Find alpha* = argmax S(alpha), S = dc^L/dc^0 (two inputs of norm q0, correlation c0, or --data)."""
         from ..optimal_alpha import NoInteriorMaximumWarning, optimal_alpha
@@ -55,8 +57,8 @@ def register(app: typer.Typer) -> None:
             with warnings.catch_warnings():
                 warnings.simplefilter("ignore", NoInteriorMaximumWarning)
                 res = optimal_alpha(net, c0, q0, width=width, alpha_range=(alpha_min, alpha_max),
-                                    n_grid=n_grid)
-        except (ValueError, OverflowError) as exc:
+                                    n_grid=n_grid, **({"order": order} if order != 1 else {}))
+        except (ValueError, OverflowError, NotImplementedError) as exc:
             o.fail(str(exc))
         png = None
         if not no_plot:

@@ -8,7 +8,7 @@ from ..inputs import check_finite_result
 from .full import _full_or_ff
 from .interpolated import full_block_interpolated  # Sec. 4.9, Eq. 4.61-4.65
 from .reduced import reduced_block_theory  # Sec. 4.8, Eq. 4.40-4.52
-from .next_order import check_next_order, next_order_theory  # Sec. 4.12
+from .next_order import check_cost, check_next_order, next_order_theory  # Sec. 4.12
 from .result import FiniteWidthResult
 from .two_layer import two_layer_block_theory  # Sec. 4.11, Eq. 4.70-4.75
 
@@ -88,7 +88,10 @@ def finite_width(net, width=None, X=None, K0=None, mean_shift=True, n_r=12, n_t=
         block deeper than 64 layers.
     n_nodes : int, node layers of the interpolated path (more: more accurate, cost ~ n_nodes^2).
     order : 1 (default, the leading 1/N theory) | 2 (also the next order, Sec. 4.12: V1 and M2,
-        ``covariance_correction`` / ``mean_shift2``; blocks "two_layer" and "reduced", P <= 3).
+        ``covariance_correction`` / ``mean_shift2``; blocks "two_layer" and "reduced"; P > 4 through
+        C(P, 4) four-input sub-kernels, Eq. 4.98, refused with a cost estimate above
+        ``next_order.MAX_SECONDS``) | "resummed" (order 2 plus the non-perturbative moment-closure
+        prediction of Sec. 4.12.3, ``resummed_covariance`` / ``resummed_mean``, P <= 3).
 
     Returns
     -------
@@ -98,7 +101,7 @@ def finite_width(net, width=None, X=None, K0=None, mean_shift=True, n_r=12, n_t=
     above) raises OverflowError naming the parameter(s) that set the scale.
     """
     width = _check_width(width)
-    order = check_next_order(net, order)
+    order = check_next_order(net, order, resummed=True)
     K0 = input_kernel(net, X=X, K0=K0)
     n_r = check_int("n_r", n_r, lo=4, hi=30)
     n_t = check_int("n_t", n_t, lo=2, hi=64)
@@ -111,6 +114,8 @@ def finite_width(net, width=None, X=None, K0=None, mean_shift=True, n_r=12, n_t=
                          "or declare a smooth phi (see resscale.activations.from_callable)")
     method = resolve_method(net, method)
     P = K0.shape[0]
+    if order != 1:   # Sec. 4.12: cost of the next-order recursion (Eq. 4.98)
+        check_cost(P, net.depth, what="K0" if X is None else "X")
     check_memory("depth or P (number of inputs); or use method='interpolated'",
                  estimate_memory(net, P, method, mean_shift, n_nodes), f"finite_width(method={method!r})")
     try:
@@ -129,8 +134,13 @@ def finite_width(net, width=None, X=None, K0=None, mean_shift=True, n_r=12, n_t=
     check_finite_result("finite_width", {"K^L": out["Ks"][-1], "M": M, "V": out["V"],
                                          "V_ind": None if np.all(np.isnan(V_ind)) else V_ind},
                         net=net, K0=K0, kernel_name="K0" if X is None else "X")
-    nxt = next_order_theory(net, K0, n_r=n_r, n_t=n_t) if order == 2 else {}   # Sec. 4.12
+    res = {}
+    if order == "resummed":   # Sec. 4.12.3 (first: its refusals are cheap)
+        from .resummed import resummed_theory
+        res = resummed_theory(net, K0, width, n_r=n_r, n_t=n_t)
+    nxt = next_order_theory(net, K0, n_r=n_r, n_t=n_t) if order != 1 else {}   # Sec. 4.12
     return FiniteWidthResult(net=net, K0=K0, kernel=out["Ks"][-1], mean_shift=M,
                              covariance=out["V"], covariance_independent=out["V_ind"], width=width,
                              order=order, covariance_correction=nxt.get("V1"), mean_shift2=nxt.get("M2"),
+                             resummed_covariance=res.get("cov"), resummed_mean=res.get("mean"),
                              extras={"method": method, **{k: v for k, v in out.items() if k not in ("V", "V_ind", "M")}})

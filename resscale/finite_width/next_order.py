@@ -39,7 +39,7 @@ from ..kernel_recursion import mean_field_kernel, mean_field_mean
 from .linalg import jac_G_batch
 from .walk_integrals import _PairIntegrals
 
-__all__ = ["next_order_theory", "NEXT_ORDER_BLOCKS", "feature_cumulants", "gaussian_moment"]
+__all__ = ["next_order_theory", "NEXT_ORDER_BLOCKS", "feature_cumulants", "gaussian_moment", "estimate_seconds"]
 
 NEXT_ORDER_BLOCKS = ("two_layer", "reduced")
 
@@ -100,11 +100,12 @@ def gaussian_moment(S, idx):
 
 def phi_moment_table(phi, Zs, max_order, n_r=12, n_t=8):
     """{sorted index tuple: (B,) E[prod phi(z_i)]}, z ~ N(0, Zs[b]), all multisets of size
-    1..max_order (P <= 3: the same-layer rule of Sec. 4.7 handles at most 3 distinct inputs)."""
+    1..max_order (P <= 4: the same-layer rule of Sec. 4.7 handles at most 4 distinct inputs, Sec. 4.12.2)."""
     B, P = Zs.shape[0], Zs.shape[1]
-    if P > 3 and max_order > 2:
-        raise NotImplementedError("order=2 finite-width theory needs P <= 3 inputs (moments of up to "
-                                  "6 activations by the same-layer rule)")
+    if P > 4 and max_order > 2:
+        raise NotImplementedError("phi_moment_table: moments of more than 2 activations need P <= 4 inputs "
+                                  "(the same-layer rule integrates at most 4 distinct inputs); larger P goes "
+                                  "through 4-input sub-kernels (next_order_theory)")
     pi = _PairIntegrals(phi, Zs, walk=False, n_r=n_r, n_t=n_t)
     kk = np.arange(B)
     tab = {(): np.ones(B)}
@@ -361,7 +362,7 @@ class _TwoLayer:
         M3[0, 0, 0] = 1.0
         for e, f in itertools.product(range(P), range(P)):   # E[h_e h_f] = K (h centred Gaussian)
             M3[0, 1 + e, 1 + f] = M3[1 + e, 0, 1 + f] = M3[1 + e, 1 + f, 0] = K[0, e, f]
-        Ta = np.einsum("efg,eabr,fcdt,ghiv,rtv->abcdhi", M3, Ct, Ct, Ct, k3d[0])
+        Ta = np.einsum("efg,eabr,fcdt,ghiv,rtv->abcdhi", M3, Ct, Ct, Ct, k3d[0], optimize=True)
         # T_b: 3 sym Cov(Sigma_hat, Q0(Khat, Sigma_hat)), Q0 = sym(K x Sig) + Sig Sig
         U = K[0] + S[0]
         Wm = W[0]
@@ -466,7 +467,7 @@ class _Reduced(_TwoLayer):
         M2[:, 1:, 0] = m
         M2[:, 1:, 1:] = K
         Ct = self._Ct()
-        return np.einsum("bef,epr,fqt,brt->bpq", M2, Ct, Ct, cov)
+        return np.einsum("bef,epr,fqt,brt->bpq", M2, Ct, Ct, cov, optimize=True)
 
     def RT(self, l):
         net, P = self.net, self.P
@@ -484,7 +485,7 @@ class _Reduced(_TwoLayer):
         M3[1:, 1:, 1:] = self.m3[l]
         del M1
         Ct = self._Ct()
-        T = np.einsum("efg,epr,fqt,gsv,rtv->pqs", M3, Ct, Ct, Ct, k3[0])
+        T = np.einsum("efg,epr,fqt,gsv,rtv->pqs", M3, Ct, Ct, Ct, k3[0], optimize=True)
         return np.zeros((self.co.n, self.co.n)), T
 
     def point(self, l):
@@ -510,11 +511,12 @@ def validity_warning(fw):
     eps = fw.expansion_ratio
     if not np.isfinite(eps):
         return None
-    par = eps ** fw.order
-    lim = VALIDITY[fw.order]
+    o = 1 if fw.order == 1 else 2
+    par = eps ** o
+    lim = VALIDITY[o]
     if par <= lim:
         return None
-    if fw.order == 1:
+    if o == 1:
         return (f"warning: width N={fw.width} is outside the measured range of the leading-order theory "
                 f"(expansion parameter {par:.3f} > {lim}: expect ~{100 * par:.0f}% error in N Cov); "
                 "use --order 2 (next order in 1/N)")
@@ -523,11 +525,19 @@ def validity_warning(fw):
             "validated here; increase the width")
 
 
-def check_next_order(net, order):
-    """Validate ``order`` (1 or 2); order=2 only for the closed-chain blocks."""
+def check_next_order(net, order, resummed=False):
+    """Validate ``order`` (1 or 2; with ``resummed`` also "resummed"); order=2 / "resummed" only for the
+    closed-chain blocks."""
+    if isinstance(order, str) and resummed and order == "resummed":
+        if net.block not in _ENGINES:
+            raise NotImplementedError(
+                f"order='resummed' (docs/theory.md Sec. 4.12.3) is implemented for the blocks "
+                f"{NEXT_ORDER_BLOCKS} (closed chains); block={net.block!r}: use order=1")
+        return order
     if isinstance(order, (bool, np.bool_)) or not isinstance(order, (int, np.integer)) or order not in (1, 2):
+        extra = ' or "resummed" (Sec. 4.12.3)' if resummed else ""
         raise ValueError(f"order must be 1 (leading 1/N theory) or 2 (next order, docs/theory.md "
-                         f"Sec. 4.12), got order={order!r}")
+                         f"Sec. 4.12){extra}, got order={order!r}")
     if order == 2 and net.block not in _ENGINES:
         raise NotImplementedError(
             f"order=2 (the next order in 1/N, docs/theory.md Sec. 4.12) is implemented for the blocks "
@@ -551,16 +561,72 @@ def expansion_ratio(V, V1, M, M2, N):
     return max(eV, eM)
 
 
+# measured seconds per layer of one next-order run with p inputs (2-core machine, loaded; erf/relu;
+# gelu ~1.5x): the T4 stencil (n^3/6 x 8 Jacobians, n = p(p+1)/2 (+p)) and the n^5 contractions dominate
+_SECONDS_PER_LAYER = {1: 0.03, 2: 0.12, 3: 0.55, 4: 5.5}
+SUBSET = 4                  # every entry of V1 / M2 involves at most 4 inputs (Eq. 4.98)
+MAX_SECONDS = 900.0         # refuse (ValueError) above this estimate; env RESSCALE_NEXT_ORDER_MAX_S
+
+
+def _subsets(P):
+    return [tuple(range(P))] if P <= SUBSET else list(itertools.combinations(range(P), SUBSET))
+
+
+def estimate_seconds(P, depth):
+    """Estimated run time of :func:`next_order_theory` for P inputs (Eq. 4.98: one run for P <= 4,
+    C(P, 4) four-input sub-kernel runs above)."""
+    p = min(P, SUBSET)
+    return len(_subsets(P)) * depth * _SECONDS_PER_LAYER[p]
+
+
+def check_cost(P, depth, what="K0"):
+    """ValueError when the next-order run for P inputs is estimated above the limit."""
+    import os
+    lim = float(os.environ.get("RESSCALE_NEXT_ORDER_MAX_S", MAX_SECONDS))
+    est = estimate_seconds(P, depth)
+    if est > lim:
+        n = len(_subsets(P))
+        raise ValueError(
+            f"order=2 with P={P} inputs (rows of {what}) needs {n} four-input sub-kernel runs of "
+            f"{depth} layers (Eq. 4.98), estimated ~{est:.3g} s > the limit {lim:g} s "
+            "(RESSCALE_NEXT_ORDER_MAX_S): use fewer inputs (rows of X / K0), a shallower net, order=1, "
+            "or raise the limit")
+    return est
+
+
 def next_order_theory(net, K0, n_r=12, n_t=8):
     """V, V1, M, M2 (and the state statistics) of the closed-chain blocks (Eq. 4.84-4.90).
 
     Returns a dict with V, V1 (P,P,P,P), M, M2 (P,P) and, for the reduced block, the mean
-    channel M_mean, M2_mean (P,); ``stats``: the final x-coordinate moments (a1, c1, a2, c2, t2).
+    channel M_mean, M2_mean (P,); ``stats``: the final x-coordinate moments (a1, c1, a2, c2, t2)
+    (P <= 4; None above). P > 4: sub-kernel exactness (Eq. 4.98): the chain restricted to a
+    subset of the inputs is the chain of that subset, so every entry (at most 4 distinct inputs)
+    is taken from the run on a 4-input sub-kernel containing its inputs (C(P, 4) runs).
     """
     if net.block not in _ENGINES:
         raise NotImplementedError(
             f"order=2 (the next order in 1/N, docs/theory.md Sec. 4.12) is implemented for the blocks "
             f"{NEXT_ORDER_BLOCKS} (closed chains); got block={net.block!r}: use order=1")
+    K0 = np.asarray(K0, dtype=float)
+    P = K0.shape[0]
+    if P <= SUBSET:
+        return _next_order_single(net, K0, n_r, n_t)
+    out = dict(V=np.zeros((P,) * 4), V1=np.zeros((P,) * 4), M=np.zeros((P, P)), M2=np.zeros((P, P)),
+               stats=None, Ks=mean_field_kernel(net, K0=K0, all_layers=True))
+    if net.block == "reduced":
+        out["M_mean"], out["M2_mean"] = np.zeros(P), np.zeros(P)
+    for sub in _subsets(P):
+        s = np.array(sub)
+        r = _next_order_single(net, K0[np.ix_(s, s)], n_r, n_t)
+        ix4 = np.ix_(s, s, s, s)
+        out["V"][ix4], out["V1"][ix4] = r["V"], r["V1"]
+        out["M"][np.ix_(s, s)], out["M2"][np.ix_(s, s)] = r["M"], r["M2"]
+        if "M_mean" in out:
+            out["M_mean"][s], out["M2_mean"][s] = r["M_mean"], r["M2_mean"]
+    return out
+
+
+def _next_order_single(net, K0, n_r, n_t):
     eng = _ENGINES[net.block](net, np.asarray(K0, dtype=float), n_r, n_t)
     co = eng.co
     n = co.n

@@ -24,6 +24,11 @@ class FiniteWidthResult:
     mean_shift2 : (P,P) or None                 M2: E Khat = K + M/N + M2/N^2     (order=2)
     predicted_covariance, predicted_mean, expansion_ratio, expansion_parameter : properties
         (need ``width``), docs/theory.md Eq. 4.89-4.92.
+    resummed_covariance : (P,P,P,P) or None   order="resummed": N Cov(Khat^L) at this width from the
+        third-order cumulant closure of the chain (Sec. 4.12.3, Eq. 4.99-4.102; not a 1/N series)
+    resummed_mean : (P,P) or None             order="resummed": E[Khat^L] at this width (same closure)
+        With order="resummed" the order-2 fields are filled too (``predicted_*`` stay V + V1/N and
+        K + M/N + M2/N^2, ``expansion_parameter`` = eps^2), so both predictions can be compared.
     """
 
     net: object
@@ -37,6 +42,8 @@ class FiniteWidthResult:
     order: int = 1
     covariance_correction: np.ndarray | None = None   # V1 (order=2), Eq. 4.89
     mean_shift2: np.ndarray | None = None             # M2 (order=2), Eq. 4.90
+    resummed_covariance: np.ndarray | None = None     # order="resummed", Eq. 4.99-4.102
+    resummed_mean: np.ndarray | None = None
 
     # ---- next order in 1/N (docs/theory.md Sec. 4.12, issue 10)
     def _need_width(self, what):
@@ -48,7 +55,7 @@ class FiniteWidthResult:
     def predicted_covariance(self):
         """N Cov(Khat^L) at this width: V + V1/N (order=2), V (order=1)  (P,P,P,P), Eq. 4.89."""
         N = self._need_width("predicted_covariance")
-        if self.order >= 2:
+        if self.order != 1:
             return self.covariance + self.covariance_correction / N
         return self.covariance
 
@@ -59,7 +66,7 @@ class FiniteWidthResult:
         if self.mean_shift is None:
             raise ValueError("predicted_mean needs the mean shift (finite_width(..., mean_shift=True))")
         out = self.kernel + self.mean_shift / N
-        if self.order >= 2:
+        if self.order != 1:
             out = out + self.mean_shift2 / (N * N)
         return out
 
@@ -87,7 +94,7 @@ class FiniteWidthResult:
         """Estimated relative size of the first neglected term at this width: eps^order
         (Eq. 4.92; eps = ``expansion_ratio``). Measured range of validity (docs/validation.md,
         'Next order in 1/N'): see ``VALIDITY`` in resscale.finite_width.next_order."""
-        return self.expansion_ratio ** self.order
+        return self.expansion_ratio ** (1 if self.order == 1 else 2)
 
     @property
     def expected_kernel(self):
@@ -121,4 +128,7 @@ class FiniteWidthResult:
                     net=self.net.to_dict(), order=self.order,
                     **({} if self.covariance_correction is None else
                        dict(covariance_correction=self.covariance_correction.tolist(),
-                            mean_shift2=self.mean_shift2.tolist())))
+                            mean_shift2=self.mean_shift2.tolist())),
+                    **({} if self.resummed_covariance is None else
+                       dict(resummed_covariance=self.resummed_covariance.tolist(),
+                            resummed_mean=self.resummed_mean.tolist())))

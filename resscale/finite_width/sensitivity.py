@@ -1,5 +1,9 @@
-"""Finite-width sensitivity S_N = S_inf + delta/N by the delta method (docs/theory.md Eq. 4.29)."""
+"""Finite-width sensitivity S_N = S_inf + delta/N (+ delta2/N^2) by the delta method
+(docs/theory.md Eq. 4.29; next order Sec. 4.12.1, Eq. 4.94-4.97)."""
 from __future__ import annotations
+
+import itertools
+import math
 
 import numpy as np
 
@@ -27,6 +31,43 @@ def _corr_correction(K, M, V, a=0, b=1):
     return lin + 0.5 * quad
 
 
+def _corr_derivs(K, a=0, b=1):
+    """Derivatives D1..D4 of c = k / sqrt(p q) in the x-coordinates (p, k, q) = (K_aa, K_ab, K_bb)
+    (Eq. 4.95): c = k g(p) g(q), g(x) = x^(-1/2), so the mixed derivative with n_p, n_k, n_q
+    differentiations is [n_k <= 1] k^(1 - n_k) g^(n_p)(p) g^(n_q)(q), g^(j) = (-1/2)_j x^(-1/2-j)."""
+    p, k, q = float(K[a, a]), float(K[a, b]), float(K[b, b])
+
+    def g(x, j):
+        return math.prod(-0.5 - i for i in range(j)) * x ** (-0.5 - j)
+
+    out = []
+    for order in (1, 2, 3, 4):
+        D = np.zeros((3,) * order)
+        for idx in itertools.product(range(3), repeat=order):
+            n = [idx.count(0), idx.count(1), idx.count(2)]
+            if n[1] <= 1:
+                D[idx] = (k if n[1] == 0 else 1.0) * g(p, n[0]) * g(q, n[2])
+        out.append(D)
+    return out
+
+
+def _corr_correction2(K, st, a=0, b=1):
+    """The 1/N^2 coefficient of E[c_hat] (Eq. 4.96) from the chain moments of Sec. 4.12 (x-coordinates
+    of a two-input run, ``next_order_theory(...)["stats"]``; kernel coordinates (0,0), (0,1), (1,1)):
+
+        D1.a2 + 1/2 D2:(c2 + a1 a1) + 1/6 D3:t2 + 1/2 D3[a1, c1] + 1/8 D4:(c1 c1)
+
+    (the third moment of delta = Khat - K about the mean-field point is kappa3 + 3 sym(E delta Cov delta)
+    = (t2 + 3 sym(a1 c1)) / N^2: both O(1/N^2))."""
+    D1, D2, D3, D4 = _corr_derivs(K, a, b)
+    s = slice(0, 3)
+    a1, a2 = st["a1"][s], st["a2"][s]
+    c1, c2, t2 = st["c1"][s, s], st["c2"][s, s], st["t2"][s, s, s]
+    return float(D1 @ a2 + 0.5 * np.einsum("ij,ij->", D2, c2 + np.outer(a1, a1))
+                 + np.einsum("ijk,ijk->", D3, t2) / 6.0 + 0.5 * np.einsum("ijk,i,jk->", D3, a1, c1)
+                 + 0.125 * np.einsum("ijkl,ij,kl->", D4, c1, c1))
+
+
 def _mean_corr(K, M, V, width, a=0, b=1):
     """E[c_hat] to O(1/N) by the delta method (Eq. 4.29): c_hat = Khat_ab / sqrt(Khat_aa Khat_bb)."""
     return K[a, b] / np.sqrt(K[a, a] * K[b, b]) + _corr_correction(K, M, V, a, b) / width
@@ -45,14 +86,49 @@ def _check_sens_args(c0, q0, alphas, net, dc):
     return c0, q0, alphas, scalar, lo, hi
 
 
-def sensitivity_correction(net, c0, q0=1.0, alphas=None, dc=1e-4, **kw):
+def sensitivity_correction2(net, c0, q0=1.0, alphas=None, dc=2e-3, n_r=12, n_t=8):
+    """delta2(alpha): the width-independent 1/N^2 coefficient of the finite-width sensitivity,
+    S_N = S_inf + delta/N + delta2/N^2 + O(1/N^3) (docs/theory.md Eq. 4.97; blocks two_layer and
+    reduced, whose chain moments a2, c2, t2 come from :func:`next_order_theory`, Sec. 4.12).
+
+    delta2 = d/dc0 of Eq. 4.96 by a central difference in c0 (step ``dc``; the finite-difference
+    derivatives of the drift inside the recursion are smooth in c0, measured change of delta2
+    below 1e-4 relative between dc = 1e-3 and 4e-3). Two next-order runs per alpha.
+    """
+    from .next_order import check_next_order, next_order_theory
+    check_next_order(net, 2)
+    c0, q0, alphas, scalar, lo, hi = _check_sens_args(c0, q0, alphas, net, dc)
+    out = np.empty(alphas.shape)
+    for i, al in enumerate(alphas):
+        nn = net.replace(alpha=float(al))
+        vals = []
+        for c in (lo, hi):
+            r = next_order_theory(nn, two_input_kernel(c, q0), n_r=n_r, n_t=n_t)
+            vals.append(_corr_correction2(r["Ks"][-1], r["stats"]))
+        out[i] = (vals[1] - vals[0]) / (hi - lo)
+    return float(out[0]) if scalar else out
+
+
+def sensitivity_correction(net, c0, q0=1.0, alphas=None, dc=1e-4, order=1, width=None, **kw):
     """delta(alpha) = N (S_N - S_inf) to leading order: the width-independent 1/N coefficient
     of the finite-width sensitivity (docs/theory.md Eq. 4.29).
 
     delta = d/dc0 [grad c . M + 1/2 Hess c : V] by a central difference in c0 (step ``dc``);
     two :func:`finite_width` evaluations per alpha (``kw``: n_r, n_t). S_N = S_inf + delta/N
     for every N, so one delta serves all widths.
+
+    ``order=2`` (blocks two_layer / reduced; needs ``width``): the width-dependent effective
+    coefficient delta + delta2/N, so that S_N = S_inf + (delta + delta2/N)/N to O(1/N^2)
+    (Eq. 4.97, :func:`sensitivity_correction2`).
     """
+    from .next_order import check_next_order
+    order = check_next_order(net, order)
+    if order == 2:
+        width = _check_width(width, required=True)
+        d1 = sensitivity_correction(net, c0, q0, alphas=alphas, dc=dc, **kw)
+        d2 = sensitivity_correction2(net, c0, q0, alphas=alphas, **{k: v for k, v in kw.items()
+                                                                     if k in ("n_r", "n_t")})
+        return d1 + d2 / width
     c0, q0, alphas, scalar, lo, hi = _check_sens_args(c0, q0, alphas, net, dc)
     out = np.empty(alphas.shape)
     for i, al in enumerate(alphas):
@@ -65,8 +141,10 @@ def sensitivity_correction(net, c0, q0=1.0, alphas=None, dc=1e-4, **kw):
     return float(out[0]) if scalar else out
 
 
-def sensitivity_finite_width(net, c0, q0=1.0, width=None, alphas=None, dc=1e-4, **kw):
-    """Finite-width sensitivity S_N(alpha) = d/dc0 E[c_hat^L] to O(1/N) (docs/theory.md Eq. 4.29).
+def sensitivity_finite_width(net, c0, q0=1.0, width=None, alphas=None, dc=1e-4, order=1, **kw):
+    """Finite-width sensitivity S_N(alpha) = d/dc0 E[c_hat^L] to O(1/N) (docs/theory.md Eq. 4.29),
+    or to O(1/N^2) with ``order=2`` (blocks two_layer / reduced: S_N = S_inf + delta/N + delta2/N^2,
+    Eq. 4.97, delta2 from :func:`sensitivity_correction2`; other blocks raise NotImplementedError).
 
     c_hat^L = Khat^L_12 / sqrt(Khat^L_11 Khat^L_22) for two inputs of norm q0 and
     correlation c0; E[c_hat] = c + (grad c . M + 1/2 Hess c : V)/N (delta method), so
@@ -79,8 +157,11 @@ def sensitivity_finite_width(net, c0, q0=1.0, width=None, alphas=None, dc=1e-4, 
     L = 100). For an argmax over alpha use :func:`optimal_alpha_finite_width`.
     Returns an array like ``alphas`` (default: net.alpha).
     """
+    from .next_order import check_next_order
+    order = check_next_order(net, order)
     width = _check_width(width, required=True)
     c0, q0, alphas, scalar, lo, hi = _check_sens_args(c0, q0, alphas, net, dc)
     s_inf = np.atleast_1d(sensitivity(net, c0, q0, alphas=alphas))
-    out = s_inf + np.atleast_1d(sensitivity_correction(net, c0, q0, alphas=alphas, dc=dc, **kw)) / width
+    d = sensitivity_correction(net, c0, q0, alphas=alphas, dc=dc, order=order, width=width, **kw)
+    out = s_inf + np.atleast_1d(d) / width
     return float(out[0]) if scalar else out
