@@ -64,6 +64,9 @@ class ReportConfig:
     f6_factors: tuple = (0.35, 0.5, 0.7, 1.0, 1.4, 2.0)
     f6_networks: tuple = (4000, 2000, 1000)   # per width
     f6_theory_points: int = 16
+    f6_opt_networks: tuple = (65536, 16384, 4096)   # per width: the CRN estimator of alpha*(N) - alpha*_inf
+    f6_opt_n_alpha: int = 9                          # its grid: n_alpha alphas in [1 - rel, 1 + rel] alpha*_inf
+    f6_opt_rel: float = 0.1
     # fig 7
     f7_depth: int = 20
     f7_alpha: float = 0.5
@@ -92,6 +95,7 @@ def get_config(mode: str = "full", **overrides) -> ReportConfig:
             f5_depth=100, f5_sigma_w2s=(0.25, 1.0, 4.0, 16.0), f5_c0s=(0.5, 0.7, 0.8, 0.9, 0.99, 1.0),
             f5_grid=16,
             f6_depth=30, f6_factors=(0.35, 0.6, 1.0, 1.7), f6_networks=(1200, 400, 150), f6_theory_points=10,
+            f6_opt_networks=(16384, 4096, 1024),
             f7_depth=10, f7_widths=(16, 32, 64, 128), f7_networks=4000, f7_chunk=2000,
             f8_sigma_w2s=tuple(0.25 * 2 ** (k / 2) for k in range(13)), f8_activations=("relu",),
             pdf=True, dpi=90)
@@ -105,6 +109,7 @@ def get_config(mode: str = "full", **overrides) -> ReportConfig:
             f5_depth=10, f5_sigma_w2s=(0.5, 2.0), f5_activations=("erf", "relu"), f5_c0s=(0.5, 0.9),
             f5_grid=12,
             f6_depth=3, f6_widths=(8, 16), f6_factors=(0.5, 1.0, 2.0), f6_networks=(20, 20), f6_theory_points=5,
+            f6_opt_networks=(64, 32), f6_opt_n_alpha=5,
             f7_depth=2, f7_widths=(8, 16), f7_networks=40, f7_chunk=20,
             f8_depth=10, f8_blocks=("full", "two_layer"), f8_sigma_b2s=(0.0,), f8_sigma_w2s=(0.5, 1.0, 2.0, 4.0),
             f8_robust_sigma_w2s=(0.5, 2.0), f8_depths=(20,), f8_activations=(), f8_c0s=(), f8_grid=24,

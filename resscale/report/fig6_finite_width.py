@@ -1,6 +1,10 @@
 """Figure 6 (claim 1): finite-width sensitivity S_N(alpha), 1/N theory vs simulation, and alpha*(N).
 
 Checks the finite-width sensitivity, docs/theory.md Sec. 4.6, and the finite-width optimum (6.6) of Sec. 6.
+The simulated shift alpha*(N) - alpha*_inf is the common-random-numbers estimator of Sec. 4.6.1
+(:mod:`resscale.simulated_optimum`): a dense grid around alpha*_inf, pathwise derivatives, control
+variates with known mean, SE from the network-level covariance; it is set against the theory's shift
+on the same grid, and the number of networks that would resolve the predicted shift is stated.
 """
 from __future__ import annotations
 
@@ -30,9 +34,37 @@ def _simulations(cfg: ReportConfig, runner: TaskRunner, sim_alphas: list):
 
 
 def simulated_optimum(sim_alphas, S, se, grid, S_grid, a_star, seed=0):
-    """alpha*(N) and its SE from simulated points: the mean-field curve (``grid``, ``S_grid``, maximum at
-    ``a_star``), shifted in log alpha and rescaled, fitted to the points (:func:`.stats._template_argmax`)."""
+    """The earlier template estimator (kept for comparison, no longer plotted): the mean-field curve
+    shifted in log alpha and rescaled, fitted to a few noisy points (:func:`.stats._template_argmax`).
+    It is biased by the heavy-tailed per-network sensitivities at small N (docs/theory.md Sec. 4.6.1)."""
     return _template_argmax(sim_alphas, S, se, grid, S_grid, a_star, seed=seed)
+
+
+def _shift_tasks(cfg: ReportConfig, runner: TaskRunner):
+    """Per width the CRN estimate of alpha*(N) - alpha*_inf and the theory's shift on the same grid.
+
+    Returns ({N: simulate_optimum dict}, theory dict or None, note)."""
+    L = cfg.f6_depth
+    netp = _netp(L, 0.1, 1.0, 0.0, cfg.activation, "full")
+    widths = list(cfg.f6_widths)
+    nets = dict(zip(widths, cfg.f6_opt_networks))
+    specs = [dict(kind="sim_optimum", net=netp, width=N, networks=nets[N], c0=cfg.c0, q0=cfg.q0,
+                  n_alpha=cfg.f6_opt_n_alpha, rel=cfg.f6_opt_rel, seed=_sim_seed(cfg, "f6opt", N)) for N in widths]
+    try:
+        sims = runner.run(specs, "fig6 CRN optimum", weights=[s["networks"] * s["width"] / 32 for s in specs])
+    except ValueError as exc:   # e.g. no interior mean-field maximum (tiny configurations)
+        return {}, None, f"CRN estimator not run: {exc}"
+    sims = dict(zip(widths, sims))
+    pred, note = None, ""
+    if finite_width_available():
+        r0 = sims[widths[0]]
+        try:
+            pred = runner.run([dict(kind="fw_shift", net=netp, c0=cfg.c0, q0=cfg.q0, widths=widths,
+                                    alphas=list(map(float, r0["alphas"])), alpha_inf=float(r0["alpha_inf"]),
+                                    fw=_fw_source_hash())], "fig6 theory shift")[0]
+        except Exception as exc:  # theory failing: keep the simulation
+            note = f"theory shift failed ({type(exc).__name__}: {exc})"
+    return sims, pred, note
 
 
 def _theory(cfg: ReportConfig, runner: TaskRunner, netL, grid, sim_alphas, S_mf):
@@ -98,8 +130,10 @@ def figure6_finite_width(cfg: ReportConfig, runner: TaskRunner, out: Path) -> Fi
     netL = _net(_netp(L, 0.1, 1.0, 0.0, cfg.activation, "full"))
     S_mf = np.asarray(sensitivity(netL, cfg.c0, cfg.q0, alphas=grid), float)
     fw_ok, fw_note, th, th_opt, summ_C = _theory(cfg, runner, netL, grid, sim_alphas, S_mf)
+    opt, pred, opt_note = _shift_tasks(cfg, runner)
     rows = []
-    summ = {"depth": L, "alpha_star_mean_field": base["alpha"], "finite_width_theory": fw_ok, "note": fw_note,
+    summ = {"depth": L, "alpha_star_mean_field": base["alpha"], "finite_width_theory": fw_ok,
+            "note": "; ".join(x for x in (fw_note, opt_note) if x),
             "widths": {}, "theory_C": summ_C if fw_ok else None}
     fig, axs = plt.subplots(1, 2, figsize=(11, 4), gridspec_kw=dict(width_ratios=[1.5, 1]))
     axs[0].semilogx(grid, S_mf, "k-", lw=1.2, label="mean field (N = inf)")
@@ -108,17 +142,31 @@ def figure6_finite_width(cfg: ReportConfig, runner: TaskRunner, out: Path) -> Fi
         col = f"C{j}"
         sS = np.array([r["S"] for (n_, _), r in zip(where, sims) if n_ == N])
         sE = np.array([r["se"] for (n_, _), r in zip(where, sims) if n_ == N])
-        a_sim, a_sim_se = simulated_optimum(sim_alphas, sS, sE, grid, S_mf, base["alpha"], seed=N)
+        o = opt.get(N)
+        a_sim = float(o["alpha_inf"] + o["shift_mf"]) if o else math.nan
+        a_sim_se = float(o["shift_mf_se"]) if o else math.nan
         axs[0].errorbar(sim_alphas, sS, yerr=sE, fmt="o", color=col, ms=4, capsize=2,
                         label=f"simulation N={N} ({nets[N]} nets)")
         w = dict(alpha_star_sim=a_sim, alpha_star_sim_se=a_sim_se, sim=dict(alphas=sim_alphas, S=sS, se=sE),
                  z_mean_field=(sS - S_mf_at) / sE, S_sim_minus_mf_at_alpha_star=None)
+        if o:
+            w.update(shift_sim=float(o["shift_mf"]), shift_sim_se=a_sim_se, n_opt_networks=int(o["n_networks"]),
+                     opt_alphas=o["alphas"], opt_S=o["S"], opt_S_se=o["S_se"], opt_cpu_s=float(o["cpu_s"]),
+                     slope_kurtosis=o["kurtosis"].get("slope") if isinstance(o.get("kurtosis"), dict) else None)
+        if pred is not None and N in pred["widths"]:
+            p = pred["widths"][N]
+            w.update(shift_pred=p["shift"], shift_pred_library=p["shift_library"])
+            if o:
+                w["z_shift"] = (w["shift_sim"] - p["shift"]) / a_sim_se
+                w["networks_to_resolve"] = (float(o["n_networks"]) * (a_sim_se / abs(p["shift"])) ** 2
+                                            if p["shift"] else math.inf)
         if N in th:
             tN = np.asarray(th[N], float)
             axs[0].semilogx(grid, tN[:len(grid)], "-", color=col, lw=1.2, label=f"1/N theory N={N}")
             tN_at = tN[len(grid):]
             w["z_theory"] = (sS - tN_at) / sE
-            w["alpha_star_theory"] = th_opt[N]["alpha"]
+            w["alpha_star_theory"] = (float(opt[N]["alpha_inf"] + w["shift_pred"]) if "shift_pred" in w
+                                      else th_opt[N]["alpha"])
         i1 = int(np.argmin(np.abs(np.array(cfg.f6_factors) - 1.0)))
         w["S_sim_minus_mf_at_alpha_star"] = float(sS[i1] - S_mf_at[i1])
         w["S_sim_minus_mf_se"] = float(sE[i1])
@@ -141,14 +189,16 @@ def figure6_finite_width(cfg: ReportConfig, runner: TaskRunner, out: Path) -> Fi
         axs[0].text(0.02, 0.02, FW_MISSING + ": simulation and mean field only", transform=axs[0].transAxes,
                     fontsize=7, color="C3")
     invN = np.array([1.0 / N for N in widths])
-    aS = np.array([summ["widths"][str(N)]["alpha_star_sim"] for N in widths])
-    aE = np.array([summ["widths"][str(N)]["alpha_star_sim_se"] for N in widths])
-    axs[1].errorbar(invN, aS, yerr=np.nan_to_num(aE), fmt="o", color="C3", capsize=2,
-                    label="simulation (shifted mean-field template fit, bootstrap SE)")
-    axs[1].axhline(base["alpha"], color="k", lw=1, label="mean field alpha*")
-    if th_opt:
-        axs[1].plot(invN, [th_opt[N]["alpha"] for N in widths], "s-", color="C0", label="1/N theory alpha*(N)")
-    axs[1].set_xlabel("1/N"); axs[1].set_ylabel("alpha*(N)"); axs[1].legend(fontsize=6)
+    ws_ = [summ["widths"][str(N)] for N in widths]
+    if opt:
+        axs[1].errorbar(invN, [w.get("shift_sim", math.nan) for w in ws_],
+                        yerr=[w.get("shift_sim_se", 0.0) for w in ws_], fmt="o", color="C3", capsize=2,
+                        label="simulation: CRN grid, pathwise derivative, control variates (±SE)")
+    axs[1].axhline(0.0, color="k", lw=1, label="mean field (no shift)")
+    if any("shift_pred" in w for w in ws_):
+        axs[1].plot(invN, [w.get("shift_pred", math.nan) for w in ws_], "s-", color="C0", ms=4,
+                    label="1/N theory: predicted shift")
+    axs[1].set_xlabel("1/N"); axs[1].set_ylabel("alpha*(N) - alpha*_inf"); axs[1].legend(fontsize=6)
     fig.suptitle(f"Fig. 6: finite width, {cfg.activation} full block, L={L}, c0={cfg.c0:g}", fontsize=9)
     files = _save(fig, out, "fig6_finite_width", cfg)
     write_table(rows, out / "fig6_finite_width.csv")
@@ -156,17 +206,24 @@ def figure6_finite_width(cfg: ReportConfig, runner: TaskRunner, out: Path) -> Fi
     parts = []
     for N in widths:
         w = summ["widths"][str(N)]
-        s = (f"N={N}: S_N - S at alpha*={_f(w['S_sim_minus_mf_at_alpha_star'])}±{_f(w['S_sim_minus_mf_se'], 2)}, "
-             f"simulated alpha*(N)={_f(w['alpha_star_sim'])}±{_f(w['alpha_star_sim_se'], 2)}")
+        s = f"N={N}: S_N - S at alpha*={_f(w['S_sim_minus_mf_at_alpha_star'])}±{_f(w['S_sim_minus_mf_se'], 2)}"
+        if "shift_sim" in w:
+            s += (f", simulated shift alpha*(N) - alpha*_inf = {_f(w['shift_sim'])}±{_f(w['shift_sim_se'], 2)} "
+                  f"({w['n_opt_networks']} networks)")
+        if "shift_pred" in w:
+            s += f", predicted shift {_f(w['shift_pred'], 2)}"
+            if "networks_to_resolve" in w:
+                s += f" (resolving it at 1 SE would take ~{w['networks_to_resolve']:.2g} networks)"
         if "z_theory" in w:
-            s += (f", 1/N theory alpha*(N)={_f(w['alpha_star_theory'])}, theory-simulation deviations up to "
-                  f"{_f(float(np.max(np.abs(w['z_theory']))), 2)} SE")
+            s += f", S_N theory-simulation deviations up to {_f(float(np.max(np.abs(w['z_theory']))), 2)} SE"
         parts.append(s)
     text = (f"S_N(alpha) at L={L} for N in {widths}: simulation (points ±SE), mean field (black)"
             + (", and the 1/N theory (coloured lines)" if fw_ok else f" ({fw_note})") +
             f". Mean-field alpha*={_f(base['alpha'])}. " + "; ".join(parts) +
-            ". The simulated alpha*(N) comes from fitting the mean-field curve, shifted in log alpha and rescaled, "
-            "to the simulated points (bootstrap SE).")
+            ". The shift of alpha* is measured on a CRN grid of " + str(cfg.f6_opt_n_alpha) + " alphas in "
+            f"[{1 - cfg.f6_opt_rel:g}, {1 + cfg.f6_opt_rel:g}] alpha*_inf as -D/S'' (D = the control-variate "
+            "estimate of dS_N/dalpha at alpha*_inf; docs/theory.md Sec. 4.6.1); the theory's shift is the same "
+            "local estimator applied to S + delta/N." + (f" ({summ['note']})" if summ["note"] else ""))
     return FigureResult("fig6", "Finite-width sensitivity", rows, summ, files, text)
 
 

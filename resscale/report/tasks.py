@@ -124,6 +124,20 @@ def _run_task(spec: dict):
         r = optimal_alpha(_net(spec["net"]), spec["c0"], spec["q0"], width=spec["width"],
                           alpha_range=tuple(spec["range"]), n_grid=spec["n"])
         return {"alpha": r.alpha, "S": r.sensitivity, "interior": r.interior, "message": r.message}
+    if kind == "sim_optimum":   # the CRN shift estimator of docs/theory.md Sec. 4.6.1
+        from ..simulated_optimum import simulate_optimum
+
+        r = simulate_optimum(_net(spec["net"]), spec["width"], spec["c0"], spec["q0"], n_networks=spec["networks"],
+                             seed=spec["seed"], n_alpha=spec["n_alpha"], rel=spec["rel"], keep_samples=False)
+        return r.to_dict()
+    if kind == "fw_shift":      # the 1/N theory's shift of alpha*, on the same grid (Sec. 4.6.1)
+        from ..simulated_optimum import predicted_shift
+
+        p = predicted_shift(_net(spec["net"]), spec["c0"], spec["q0"], spec["widths"],
+                            np.asarray(spec["alphas"], float), spec["alpha_inf"])
+        return {"delta": np.asarray(p["delta"], float),
+                "widths": {int(N): {k: (np.asarray(v, float) if k == "S_N" else float(v)) for k, v in w.items()}
+                           for N, w in p["widths"].items()}}
     raise ValueError(f"unknown task kind {kind!r}")
 
 
