@@ -44,3 +44,27 @@ def test_cli_bad_input_names_the_parameter(tmp_path):
     assert r.exit_code == 2 and "activation" in r.output
     r = runner.invoke(app, ["kernel", str(tmp_path / "missing.npy")])
     assert r.exit_code == 2 and "does not exist" in r.output
+
+
+def test_one_array_reader_for_every_command(tmp_path):
+    """commands/_files.read_array: the loader of kernel, simulate and optimal --data (errors name the option)."""
+    import numpy as np
+    import pytest
+
+    from resscale.commands._files import read_array
+
+    A = np.array([[1.0, 0.5], [0.5, 2.0]])
+    np.save(tmp_path / "a.npy", A)
+    (tmp_path / "a.csv").write_text("x,y\n1,0.5\n0.5,2\n")
+    (tmp_path / "a.txt").write_text("1 0.5\n0.5 2\n")
+    (tmp_path / "b.txt").write_text("1,0.5\n0.5,2\n")
+    assert np.array_equal(read_array(tmp_path / "a.npy", "--x"), A)
+    assert np.array_equal(read_array(tmp_path / "a.csv", "--x", csv_header=True), A)
+    assert np.array_equal(read_array(tmp_path / "a.txt", "--x"), A)
+    assert np.array_equal(read_array(tmp_path / "b.txt", "--x"), A)
+    with pytest.raises(ValueError, match="--x: cannot read .* as numeric CSV"):
+        read_array(tmp_path / "a.csv", "--x")          # header not allowed here
+    with pytest.raises(ValueError, match=r"--d: expected a \.npy or \.csv file"):
+        read_array(tmp_path / "a.txt", "--d", (".npy", ".csv"))
+    with pytest.raises(ValueError, match="--k: file not found"):
+        read_array(tmp_path / "missing.npy", "--k")

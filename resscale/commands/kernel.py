@@ -7,23 +7,15 @@ import numpy as np
 import typer
 
 from . import _options as o
+from ._files import read_array
 
 
 def load_array(path: Path) -> np.ndarray:
-    """Read a .npy or .csv (comma-separated, no header) array."""
-    if not path.exists():
-        o.fail(f"input file {path} does not exist")
+    """Read a .npy, .csv (comma-separated, no header) or .txt (whitespace or commas) array."""
     try:
-        if path.suffix == ".npy":
-            return np.load(path, allow_pickle=False)
-        if path.suffix == ".csv":
-            return np.loadtxt(path, delimiter=",", ndmin=2)
-        if path.suffix == ".txt":  # whitespace-separated (as simulate --k0-file), or commas
-            text = path.read_text()
-            return np.loadtxt(path, delimiter="," if "," in text else None, ndmin=2)
-    except (ValueError, OSError) as exc:
-        o.fail(f"could not read {path}: {exc}")
-    o.fail(f"input file must be .npy, .csv or .txt, got {path.name}")
+        return read_array(path, "input file", (".npy", ".csv", ".txt"))
+    except ValueError as exc:
+        o.fail(str(exc))
 
 
 def register(app: typer.Typer) -> None:

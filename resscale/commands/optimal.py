@@ -12,6 +12,7 @@ import typer
 from ..blocks import get_block
 from ..inputs import as_finite_array
 from . import _options as o
+from ._files import read_array
 
 
 def _check_scan(block, alpha_min, alpha_max):
@@ -95,29 +96,7 @@ def register(app: typer.Typer) -> None:
 
 def _load_data_file(path) -> np.ndarray:
     """A (P, d) float array from a .npy file or a comma-separated .csv (one optional header line)."""
-    path = Path(path)
-    if not path.is_file():
-        raise ValueError(f"--data: file not found: {str(path)!r}")
-    suffix = path.suffix.lower()
-    if suffix == ".npy":
-        try:
-            arr = np.load(path, allow_pickle=False)
-        except (ValueError, OSError) as exc:
-            raise ValueError(f"--data: cannot read {str(path)!r} as .npy: {exc}") from None
-    elif suffix == ".csv":
-        arr = None
-        for skip in (0, 1):
-            try:
-                with warnings.catch_warnings():
-                    warnings.simplefilter("ignore")
-                    arr = np.loadtxt(path, delimiter=",", dtype=float, skiprows=skip, ndmin=2)
-                break
-            except ValueError as exc:
-                err = exc
-        if arr is None:
-            raise ValueError(f"--data: cannot read {str(path)!r} as numeric CSV: {err}") from None
-    else:
-        raise ValueError(f"--data: expected a .npy or .csv file, got {str(path)!r}")
+    arr = read_array(path, "--data", (".npy", ".csv"), csv_header=True)
     try:
         return as_finite_array("X (the --data file)", arr, ndim=2)
     except ValueError as exc:

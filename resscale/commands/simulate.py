@@ -13,17 +13,7 @@ from typing import Optional
 
 import typer
 
-
-def _load_array(path: Path, name: str):
-    import numpy as np
-
-    try:
-        if path.suffix == ".npy":
-            return np.load(path, allow_pickle=False)
-        return np.loadtxt(path, delimiter="," if path.suffix == ".csv" else None, ndmin=2)
-    except (OSError, ValueError) as exc:
-        raise ValueError(f"{name}: cannot read {str(path)!r}: {exc}") from None
-
+from ._files import read_array
 
 SCHEDULER_TIMEOUT_S = 5.0
 
@@ -108,9 +98,9 @@ def register(app: typer.Typer) -> None:
                 raise ValueError("give at most one of --c0, --k0-file, --x-file")
             X = K0 = None
             if x_file is not None:
-                X = _load_array(x_file, "--x-file")
+                X = read_array(x_file, "--x-file", suffixes=None)
             elif k0_file is not None:
-                K0 = _load_array(k0_file, "--k0-file")
+                K0 = read_array(k0_file, "--k0-file", suffixes=None)
             else:
                 K0 = two_input_kernel(0.5 if c0 is None else c0, q0)
             net = ResNet(depth=depth, alpha=alpha, sigma_w2=sigma_w2, sigma_b2=sigma_b2,
