@@ -4,6 +4,9 @@ cost of the same accuracy.
     python benchmarks/bench_finite_width_scale.py            # table (a few minutes on 2 cores)
     python benchmarks/bench_finite_width_scale.py --quick    # skip the exact L = 300 and P = 3 rows
     python benchmarks/bench_finite_width_scale.py --inputs   # P growth: P = 2, 3, 5, 10 at L = 100, 1000
+    python benchmarks/bench_finite_width_scale.py --quad-acts [--reference]
+        # tanh / gelu / softplus callable vs erf (P = 2, L = 100 and 1000), tabulated inner path;
+        # --reference also runs the Gauss-Hermite inner path (slow: ~75 s per row on a quiet machine)
 
 Prints one table: case, path, wall time, peak traced memory (tracemalloc: NumPy buffers
 included), relative deviation from the exact path where it was run, and the path's own error
@@ -80,13 +83,61 @@ def inputs_table(Ps=(2, 3, 5, 10), Ls=(100, 1000), exact_max=(3, 40)):
                   f"{rel(fa.mean_shift, fe.mean_shift):9.1e} {e['V']:9.1e} {e['M']:9.1e}", flush=True)
 
 
+def softplus():
+    """A smooth user callable (no derivatives given: central differences, as any callable)."""
+    return rs.from_callable(lambda u: np.logaddexp(0.0, u), kinks=[])
+
+
+def quad_acts_table(Ls=((100, 0.1), (1000, 0.03)), reference=False, repeat=2):
+    """Quadrature activations on the finite-width node path (docs/theory.md Sec. 4.10): each
+    activation timed back to back with erf in the same process (best of ``repeat`` calls, after one
+    warm-up call that builds the smoothed-activation table and loads the compiled kernel), the
+    ratio to erf, and with ``reference`` the max relative deviation of V and M from the
+    Gauss-Hermite inner path (RESSCALE_FW_INNER=quadrature, the previous default)."""
+    from resscale.finite_width.smoothed import inner_mode
+    acts = [("tanh", "tanh"), ("gelu", "gelu"), ("softplus (callable)", softplus())]
+    print(f"{'case':34s} {'time s':>8s} {'erf s':>8s} {'ratio':>6s} {'first s':>8s} {'quad s':>8s} {'dev V':>9s} {'dev M':>9s}")
+
+    def best(net):
+        ts = []
+        for _ in range(repeat):
+            t = time.perf_counter()
+            fw = rs.finite_width(net, K0=K2)
+            ts.append(time.perf_counter() - t)
+        return fw, min(ts)
+
+    for L, alpha in Ls:
+        for name, act in acts:
+            net_e = rs.ResNet(depth=L, alpha=alpha)
+            net = rs.ResNet(depth=L, alpha=alpha, activation=act)
+            t = time.perf_counter()
+            rs.finite_width(net, K0=K2)
+            first = time.perf_counter() - t
+            _, te = best(net_e)
+            fa, ta = best(net)
+            tq = dv = dm = float("nan")
+            if reference:
+                with inner_mode("quadrature"):
+                    t = time.perf_counter()
+                    fq = rs.finite_width(net, K0=K2)
+                    tq = time.perf_counter() - t
+                dv, dm = rel(fa.covariance, fq.covariance), rel(fa.mean_shift, fq.mean_shift)
+            print(f"{f'{name} L={L} alpha={alpha}':34s} {ta:8.2f} {te:8.2f} {ta / te:6.2f} {first:8.2f} {tq:8.2f} "
+                  f"{dv:9.1e} {dm:9.1e}", flush=True)
+
+
 def main():
     ap = argparse.ArgumentParser()
     ap.add_argument("--quick", action="store_true")
     ap.add_argument("--inputs", action="store_true", help="only the P-growth table")
     ap.add_argument("--P", type=int, nargs="*", default=[2, 3, 5, 10], help="P values of --inputs")
     ap.add_argument("--L", type=int, nargs="*", default=[100, 1000], help="depths of --inputs")
+    ap.add_argument("--quad-acts", action="store_true", help="only the quadrature-activation table")
+    ap.add_argument("--reference", action="store_true", help="with --quad-acts: also the quadrature inner path")
     args = ap.parse_args()
+    if args.quad_acts:
+        quad_acts_table(reference=args.reference)
+        return
     if args.inputs:
         inputs_table(tuple(args.P), tuple(args.L))
         return

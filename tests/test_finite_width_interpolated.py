@@ -117,3 +117,69 @@ def test_interpolated_path_against_simulation_at_depth_1000():
         assert abs(fw.covariance[ix] - Vx[ix]) < 4 * Vse[ix], (ix, fw.covariance[ix], Vx[ix], Vse[ix])
     for ix in [(0, 0), (1, 1)]:
         assert abs(fw.mean_shift[ix] - Mx[ix]) < 4 * Mse[ix], (ix, fw.mean_shift, Mx, Mse)
+
+
+# ---------------------------------------------------------------- quadrature activations: tabulated inner path
+def _need_compiled_inner():
+    """The tabulated inner path needs numba and no RESSCALE_NO_NUMBA (else the quadrature path runs)."""
+    import os
+    pytest.importorskip("numba")
+    if os.environ.get("RESSCALE_NO_NUMBA"):
+        pytest.skip("RESSCALE_NO_NUMBA is set: the finite-width inner expectations use the quadrature")
+
+
+@pytest.mark.parametrize("act", ["tanh", "gelu"])
+def test_smoothed_table_inner_expectations_against_gauss_hermite(act):
+    """The tabulated smoothed-activation inner expectations (docs/theory.md Sec. 4.10, "Quadrature
+    activations on the node path") against a 64 x 64 Gauss-Hermite pass: table accuracy <= 1e-8
+    (checked at build time) plus the w rule (< 1e-11), so 2e-8 absolute."""
+    _need_compiled_inner()
+    from resscale.activations import get_activation
+    from resscale.finite_width.smoothed import smoothed_bundle
+    from resscale.finite_width.walk_integrals import _gh_bundle
+    from resscale.gaussian_quadrature import inner_bundle
+    phi = get_activation(act)
+    rng = np.random.default_rng(3)
+    m = rng.normal(0.0, 1.2, (24, 20, 2))
+    A = rng.normal(0.0, 0.3, (24, 2, 2))
+    S = A @ np.swapaxes(A, 1, 2)
+    S *= np.minimum(1.0, 0.6 / np.max(np.diagonal(S, axis1=1, axis2=2), axis=1))[:, None, None]
+    S[:4] *= 0.01                                       # (the 64-point reference loses ~1e-8 at var > 1)
+    S[4, 0, 1] = S[4, 1, 0] = 0.0                       # uncorrelated: single w node
+    keys = ("pp", "d11", "d20", "d02")
+    new = smoothed_bundle(phi, m, S, keys)
+    assert new is not None
+    ref = _gh_bundle(phi, m, S, keys, n_gh=64)
+    for k in keys:
+        assert np.max(np.abs(new[k] - ref[k])) < 2e-8, k
+    new = smoothed_bundle(phi, m, S, ("sq0", "sq1"))
+    ref = inner_bundle(phi, m, S, ("sq0", "sq1"))
+    for k in ("sq0", "sq1"):
+        assert np.max(np.abs(new[k] - ref[k])) < 2e-8, k
+
+
+@pytest.mark.parametrize("act", ["tanh", "gelu"])
+def test_tabulated_inner_path_matches_quadrature_path(act):
+    """V and M of the node path with the tabulated inner expectations against the Gauss-Hermite
+    quadrature path (RESSCALE_FW_INNER=quadrature), P = 2, small depth (measured at L = 100 / 1000:
+    1e-11 (V), 1e-9 (M), benchmarks/README.md); tolerance 1e-6. P >= 3: the shared-grid inner
+    columns (:func:`walk_integrals._inner_cols`) on random conditional laws, 2e-8 absolute."""
+    _need_compiled_inner()
+    from resscale.finite_width.smoothed import inner_mode
+    from resscale.finite_width.walk_integrals import _inner_cols
+    net = rs.ResNet(depth=24, alpha=0.3, activation=act, sigma_b2=0.05)
+    fa = rs.finite_width(net, K0=K2, method="interpolated", n_nodes=8)
+    with inner_mode("quadrature"):
+        fq = rs.finite_width(net, K0=K2, method="interpolated", n_nodes=8)
+    for a, b in ((fa.covariance, fq.covariance), (fa.mean_shift, fq.mean_shift)):
+        assert np.max(np.abs(a - b)) / np.max(np.abs(b)) < 1e-6
+    rng = np.random.default_rng(5)
+    M = rng.normal(0.0, 1.0, (6, 15, 3))
+    A = rng.normal(0.0, 0.3, (6, 3, 3))
+    S = A @ np.swapaxes(A, 1, 2)
+    S *= np.minimum(1.0, 0.4 / np.max(np.diagonal(S, axis1=1, axis2=2), axis=1))[:, None, None]
+    rc, sc = np.array([0, 0, 1, 2, 0]), np.array([0, 1, 1, 2, 2])
+    new = _inner_cols(net.phi, M, S, rc, sc)
+    with inner_mode("quadrature"):
+        ref = _inner_cols(net.phi, M, S, rc, sc)
+    assert np.max(np.abs(new - ref)) < 2e-8

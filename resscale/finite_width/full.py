@@ -188,10 +188,12 @@ def _self_full(pi, net, Js, T, s, Gs, P):
     return out.reshape(L, P2)
 
 
-def _d2f_mean(phi, K, cd, dord):
-    """E[D^dord (phi(y_c) phi(y_d))] for y ~ N(0, K) (Price: derivatives of G)."""
+def _d2f_mean(phi, K, cd, dord, pm=None):
+    """E[D^dord (phi(y_c) phi(y_d))] for y ~ N(0, K) (Price: derivatives of G).
+    ``pm``: the precomputed ``pair_matrix(phi, K, grad=True)`` (one 2-D quadrature per K for
+    quadrature activations: callers with several (cd, dord) at the same K pass it)."""
     c, d = cd
-    G, A, Ba, Bb = pair_matrix(phi, K, grad=True)
+    G, A, Ba, Bb = pair_matrix(phi, K, grad=True) if pm is None else pm
     if c == d:
         # E[(phi^2)''(y)] = 2 g'(K_cc)
         return 2.0 * A[c, c]

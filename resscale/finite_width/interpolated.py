@@ -38,6 +38,7 @@ from __future__ import annotations
 import numpy as np
 from scipy.interpolate import make_interp_spline
 
+from ..kernel_maps import pair_matrix
 from ..kernel_recursion import mean_field_kernel
 from .full import _d2f_mean
 from .linalg import jac_sym_batch, outer_hh_sym, pair_hessian_blocks, sym_pairs_index
@@ -133,6 +134,7 @@ def _block_tables(phi, Kn, Gn, KL, nbr, idx, sp, n_r, n_t, need_deriv, need_lin=
             sub[:, 0, 0] = sub[:, 1, 1] = Kn[:, 0, 0]
         pi = _PairIntegrals(phi, sub, walk=True, n_r=n_r, n_t=n_t)
         pi.need_deriv = need_deriv
+        pms = None
         Gl = np.stack([np.stack([Gn[:, a, a], Gn[:, a, b]], -1), np.stack([Gn[:, b, a], Gn[:, b, b]], -1)], -2)
         targets = []
         if a != b:
@@ -158,8 +160,10 @@ def _block_tables(phi, Kn, Gn, KL, nbr, idx, sp, n_r, n_t, need_deriv, need_lin=
                 terms = [(0, ab, (2, 0), 1.0)]
             else:
                 terms = [(1, (0, 0), (2, 0), 1.0), (2, (1, 1), (0, 2), 1.0), (0, (0, 1), (1, 1), 2.0)]
+            if pms is None:
+                pms = [pair_matrix(phi, sub[m], grad=True) for m in range(n)]    # once per pair block
             for slot_pq, _pq, dord, mult in terms:
-                md = np.array([_d2f_mean(phi, sub[m], ab, dord) for m in range(n)])
+                md = np.array([_d2f_mean(phi, sub[m], ab, dord, pm=pms[m]) for m in range(n)])
                 for j, sj in enumerate(slots):
                     cd = loc_nbr[sj]
                     val = pi.cross(kk, mm, cd, ab, d=dord) - md[mm] * Gl[kk, cd[0], cd[1]]

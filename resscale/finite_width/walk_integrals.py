@@ -132,11 +132,19 @@ def _gh_bundle(phi, m, S, want, n_gh=32, block=2_000_000):
 
 
 def _bundle(phi, m, S, want):
+    """Inner expectations of the walk tables: erf closed forms; relu / linear closed forms; quadrature
+    activations from the tabulated smoothed activation (:mod:`.smoothed`, docs/theory.md Sec. 4.10)
+    when available (numba, table accepted, RESSCALE_FW_INNER != "quadrature"), else one
+    Gauss-Hermite pass (:func:`_gh_bundle`)."""
     name = getattr(phi, "name", "")
     if name == "erf":
         return _erf_bundle_fast(m, S, want)
     if name in ("relu", "linear") or not (hasattr(phi, "d1") and hasattr(phi, "d2")):
         return inner_bundle(phi, m, S, want=want)
+    from .smoothed import smoothed_bundle
+    out = smoothed_bundle(phi, m, S, want)        # tabulated smoothed activation (Sec. 4.10)
+    if out is not None:
+        return out
     return _gh_bundle(phi, m, S, want)
 
 
@@ -396,9 +404,13 @@ def _inner_cols(phi, M, S, rc, sc, lin=False):
         a2 = math.sqrt(2.0) * mu[:, sc].reshape(-1, n_o)
         ex = _phi2_excess(a1, a2, rho.reshape(-1)).reshape(b, len(rc), n_o)
         return E[:, rc] * E[:, sc] + ex
-    _, sq, pair = inner_forms(phi)
     diag = rc == sc
     out = np.empty((b, len(rc), n_o))
+    if name not in ("relu", "linear"):
+        tab = _smoothed_cols(phi, MT, S, rc, sc, diag, out)      # tabulated smoothed activation (Sec. 4.10)
+        if tab is not None:
+            return tab
+    _, sq, pair = inner_forms(phi)
     if name in ("relu", "linear"):
         if np.any(~diag):
             j = np.flatnonzero(~diag)
@@ -412,6 +424,29 @@ def _inner_cols(phi, M, S, rc, sc, lin=False):
             out[:, j] = sq(MT[:, rc[j]], v1[:, j, None])
         else:
             out[:, j] = pair(MT[:, rc[j]], MT[:, sc[j]], v1[:, j, None], v2[:, j, None], c[:, j, None])
+    return out
+
+
+def _smoothed_cols(phi, MT, S, rc, sc, diag, out):
+    """:func:`_inner_cols` for quadrature activations from :func:`.smoothed.smoothed_bundle` (all columns
+    of a kind in one call); None when the table path is not available."""
+    from .smoothed import eligible, smoothed_bundle
+    if not eligible(phi):
+        return None
+    b, _, n_o = MT.shape
+    for sel, key in ((np.flatnonzero(~diag), "pp"), (np.flatnonzero(diag), "sq0")):
+        if sel.size == 0:
+            continue
+        r_, s_ = rc[sel], sc[sel]
+        m = np.stack([MT[:, r_], MT[:, s_]], axis=-1).reshape(b * sel.size, n_o, 2)
+        Sc = np.empty((b, sel.size, 2, 2))
+        Sc[..., 0, 0] = S[:, r_, r_]
+        Sc[..., 1, 1] = S[:, s_, s_]
+        Sc[..., 0, 1] = Sc[..., 1, 0] = S[:, r_, s_]
+        vals = smoothed_bundle(phi, m, Sc.reshape(-1, 2, 2), (key,))
+        if vals is None:
+            return None
+        out[:, sel] = vals[key].reshape(b, sel.size, n_o)
     return out
 
 
@@ -468,6 +503,9 @@ def walk_tables_general(phi, Ks, n_r=12, n_t=8, split_c=3.0, same=True, chunk=1_
     same_t = np.full((n, Q, Q), np.nan)
     done_diag = np.zeros(P, dtype=bool)
     gen = getattr(phi, "name", "") not in ("erf", "relu", "linear")
+    if gen:
+        from .smoothed import available
+        gen = not available(phi)                 # the tabulated inner path needs no small chunks
     Kk = Ks[:n]
     ka = np.arange(n)
     ms_done = {}
