@@ -45,12 +45,9 @@ def rel(a, b):
 
 
 def kernel_of(P, seed=1, d=8):
-    """Unit-diagonal data kernel of P random inputs (the P-growth rows)."""
-    rng = np.random.default_rng(seed)
-    X = rng.normal(size=(P, d))
-    K = X @ X.T / d + 0.2 * np.eye(P)
-    s = np.sqrt(np.diag(K))
-    return K / np.outer(s, s)
+    """Unit-diagonal data kernel of P random inputs (the P-growth rows; resscale.inputs.random_unit_kernel)."""
+    from resscale.inputs import random_unit_kernel
+    return random_unit_kernel(P, seed=seed, d=d)
 
 
 def inputs_table(Ps=(2, 3, 5, 10), Ls=(100, 1000), exact_max=(3, 40)):

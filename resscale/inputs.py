@@ -424,3 +424,13 @@ def two_input_kernel(c0, q0=1.0) -> np.ndarray:
     if q0 > 1e300:
         raise ValueError(f"q0 must be <= 1e300, got {q0!r}")
     return q0 * np.array([[1.0, c0], [c0, 1.0]])
+
+
+def random_unit_kernel(P: int, seed: int = 0, d: int = 8) -> np.ndarray:
+    """Unit-diagonal kernel of P random inputs: K = X X^T / d + 0.2 I for X ~ N(0, 1)^(P x d),
+    normalised to K_aa = 1 (the P-growth benchmarks and tests of the finite-width node path)."""
+    rng = np.random.default_rng(seed)
+    X = rng.normal(size=(int(P), int(d)))
+    K = X @ X.T / d + 0.2 * np.eye(int(P))
+    s = np.sqrt(np.diag(K))
+    return K / np.outer(s, s)

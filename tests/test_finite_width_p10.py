@@ -16,16 +16,13 @@ import numpy as np
 import pytest
 
 import resscale as rs
+from resscale.inputs import random_unit_kernel
 
 K3 = np.array([[1.0, 0.6, 0.2], [0.6, 1.3, -0.1], [0.2, -0.1, 0.8]])
 
 
 def _kernel(P, seed=0, d=8):
-    rng = np.random.default_rng(seed)
-    X = rng.normal(size=(P, d))
-    K = X @ X.T / d + 0.2 * np.eye(P)
-    s = np.sqrt(np.diag(K))
-    return K / np.outer(s, s)
+    return random_unit_kernel(P, seed=seed, d=d)
 
 
 def _rel(a, b):
