@@ -32,11 +32,14 @@ Layout (dependencies run one way, top to bottom):
 
 * :mod:`.linalg`          small P x P linear algebra (Jacobian/Hessian of the kernel map)
 * :mod:`.walk_integrals`  four-point functions of the per-neuron Gaussian walk
+* :mod:`.smoothed`        tabulated Gaussian-smoothed activations: the walk's inner expectations for
+                          quadrature activations (tanh, gelu, callables; Sec. 4.10.1)
 * :mod:`.full`            full block and feed-forward baseline (exact layer sums)
 * :mod:`.reduced`         reduced block (closed linear-noise recursion)
 * :mod:`.next_order`      next order in 1/N (V1, M2) of the closed chains (reduced, two_layer; Sec. 4.12)
+* :mod:`.resummed`        moment-closure ("resummed") prediction of the closed chains (Sec. 4.12.3)
 * :mod:`.core`            :func:`finite_width` and :class:`FiniteWidthResult`
-* :mod:`.sensitivity`     finite-width sensitivity S_N (Eq. 4.29)
+* :mod:`.sensitivity`     finite-width sensitivity S_N (Eq. 4.29; to O(1/N^2): Eq. 4.94-4.97)
 * :mod:`.response`        finite-width response (Eq. 4.28)
 
 The finite-width optimum alpha*(N) lives in :mod:`resscale.optimal_alpha`, which
@@ -45,7 +48,7 @@ uses this package (never the reverse).
 from .core import finite_width
 from .response import finite_width_response
 from .result import FiniteWidthResult
-from .sensitivity import sensitivity_correction, sensitivity_finite_width
+from .sensitivity import sensitivity_correction, sensitivity_correction2, sensitivity_finite_width
 
 __all__ = ["finite_width", "FiniteWidthResult", "sensitivity_finite_width", "sensitivity_correction",
-           "finite_width_response"]
+           "sensitivity_correction2", "finite_width_response"]
