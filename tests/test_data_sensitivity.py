@@ -305,6 +305,27 @@ def test_validate_script_tiny_sweep(tmp_path):
     assert r2.returncode == 0 and "12 runs (0 new)" in r2.stdout
 
 
+def test_validate_script_sgd_axis(tmp_path):
+    """--optimizers sgd: its own lr grid, its own training config (cfg name *_sgd), the same theory."""
+    pytest.importorskip("torch")
+    pytest.importorskip("sklearn")
+    cmd = [sys.executable, str(ROOT / "scripts" / "validate_data_alpha.py"), "--out", str(tmp_path / "o"),
+           "--datasets", "digits", "--depths", "2", "--blocks", "two_layer", "--activations", "erf", "--seeds", "2",
+           "--epochs", "1", "--width", "8", "--n-alpha", "3", "--lrs-sgd", "0.01,0.03", "--optimizers", "sgd",
+           "--n-theory", "60", "--doc", str(tmp_path / "doc.md")]
+    r = subprocess.run(cmd, capture_output=True, text=True, timeout=300, env={**__import__("os").environ,
+                                                                              "OMP_NUM_THREADS": "1"})
+    assert r.returncode == 0, r.stderr[-2000:]
+    res = json.loads((tmp_path / "o" / "results.json").read_text())
+    assert res["n_runs"] == 12 and len(res["summary"]) == 1
+    row = res["summary"][0]
+    assert row["config"]["optimizer"] == "sgd" and row["lrs_tried"] == [0.01, 0.03]
+    assert all(r_["config"]["optimizer"] == "sgd" for r_ in res["runs"])
+    assert "| digits | 2 | two_layer | erf | sgd |" in (tmp_path / "doc.md").read_text()
+    bad = subprocess.run(cmd[:-2] + ["--optimizers", "rmsprop"], capture_output=True, text=True, timeout=120)
+    assert bad.returncode == 2 and "--optimizers" in bad.stderr
+
+
 # ------------------------------------------------------------------ Monte Carlo (slow)
 @pytest.mark.slow
 def test_data_level_sensitivity_matches_simulation():
