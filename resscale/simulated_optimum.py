@@ -46,7 +46,7 @@ from .network import ResNet
 from .simulation import _NumpyOps, _Tape, _gram_factor, _layer_block, kernel_factor
 
 __all__ = ["crn_chunk", "simulate_optimum", "OptimumResult", "predicted_shift", "fig6_data",
-           "poly_functionals", "cv_estimate", "shift_estimate", "default_grid"]
+           "poly_functionals", "cv_estimate", "shift_estimate", "default_grid", "networks_to_resolve"]
 
 
 # ============================================================== CRN sampler
@@ -301,6 +301,12 @@ def predicted_shift(net, c0, q0, widths, alphas, a_inf, degree=4, S_inf=None, d2
 
 
 # ============================================================== the result
+def networks_to_resolve(n_networks, shift_se, target, z=1.0) -> float:
+    """Networks that would bring the SE of a shift measured with ``shift_se`` from ``n_networks``
+    down to |target| / z (SE ~ n^-1/2); inf for a zero target."""
+    return float(n_networks) * (z * shift_se / abs(target)) ** 2 if target else math.inf
+
+
 @dataclass
 class OptimumResult:
     """Simulated S_N(alpha) on a CRN grid and the finite-width shift of alpha* (Sec. 4.6.1).
@@ -356,8 +362,8 @@ class OptimumResult:
         return self.alpha_inf + self.shift
 
     def networks_to_resolve(self, target, z=1.0) -> float:
-        """Networks for SE(shift) = |target| / z (SE ~ n^-1/2)."""
-        return self.n_networks * (z * self.shift_se / abs(target)) ** 2 if target else math.inf
+        """Networks for SE(shift_mf) = |target| / z (the reported estimator; SE ~ n^-1/2)."""
+        return networks_to_resolve(self.n_networks, self.shift_mf_se, target, z)
 
     def to_dict(self) -> dict:
         d = {k: getattr(self, k) for k in ("width", "c0", "q0", "alpha_inf", "slope", "slope_se", "curv",
@@ -500,8 +506,9 @@ def fig6_data(depth=30, widths=(32, 128), n_networks=None, c0=0.9, q0=1.0, sigma
             pred = predicted_shift(net, c0, q0, widths, r.alphas, r.alpha_inf, degree=degree, S_inf=r.S_inf,
                                    d2S=r.meta["d2S_inf"])
         w = {"alphas": r.alphas.tolist(), "S": r.S.tolist(), "S_se": r.S_se.tolist(), "S_raw": r.S_raw.tolist(),
-             "S_raw_se": r.S_raw_se.tolist(), "S_inf": r.S_inf.tolist(), "alpha_star_sim": r.alpha_star,
-             "shift_sim": r.shift, "shift_sim_se": r.shift_se, "n_networks": r.n_networks, "cpu_s": r.cpu_s,
+             "S_raw_se": r.S_raw_se.tolist(), "S_inf": r.S_inf.tolist(),
+             "alpha_star_sim": r.alpha_inf + r.shift_mf,       # the reported estimator -D/S_inf'' (Sec. 4.6.1)
+             "shift_sim": r.shift_mf, "shift_sim_se": r.shift_mf_se, "n_networks": r.n_networks, "cpu_s": r.cpu_s,
              "result": r.to_dict()}
         if pred is not None:
             p = pred["widths"][int(N)]

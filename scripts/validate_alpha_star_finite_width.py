@@ -26,7 +26,7 @@ ROOT = Path(__file__).resolve().parents[1]
 sys.path.insert(0, str(ROOT))
 
 import resscale as rs  # noqa: E402
-from resscale.simulated_optimum import predicted_shift, simulate_optimum  # noqa: E402
+from resscale.simulated_optimum import networks_to_resolve, predicted_shift, simulate_optimum  # noqa: E402
 
 MARK = "<!-- alpha-star-finite-width -->"
 END = "<!-- alpha-star-finite-width --> end"
@@ -72,7 +72,7 @@ def table(res, pred, pred_hi, a_inf):
     for N, d in res.items():
         p = pred["widths"][N]
         ph = pred_hi["widths"][N] if pred_hi else None
-        need = d["n_networks"] * (d["shift_mf_se"] / abs(p["shift"])) ** 2
+        need = networks_to_resolve(d["n_networks"], d["shift_mf_se"], p["shift"])
         cpu_need = d["cpu_s"] * need / d["n_networks"]
         lines.append(
             f"| {N} | {_f(a_inf + p['shift'], 6)} | {p['shift']:+.2e} | "
@@ -174,7 +174,7 @@ def verdict(res, pred, widths):
     rows = []
     for N in widths:
         d, p = res[N], pred["widths"][N]
-        need = d["n_networks"] * (d["shift_mf_se"] / abs(p["shift"])) ** 2
+        need = networks_to_resolve(d["n_networks"], d["shift_mf_se"], p["shift"])
         rows.append(dict(N=N, pred=p["shift"], lib=p["shift_library"], se=d["shift_mf_se"], sim=d["shift_mf"],
                          n=d["n_networks"], need=need, hours=d["cpu_s"] * need / d["n_networks"] / 3600,
                          z0=d["shift_mf"] / d["shift_mf_se"], zp=(d["shift_mf"] - p["shift"]) / d["shift_mf_se"],

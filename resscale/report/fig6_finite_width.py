@@ -117,6 +117,7 @@ def figure6_finite_width(cfg: ReportConfig, runner: TaskRunner, out: Path) -> Fi
     import matplotlib.pyplot as plt
 
     from ..sensitivity import sensitivity
+    from ..simulated_optimum import networks_to_resolve
 
     L = cfg.f6_depth
     base = runner.run([dict(kind="optimal", net=_netp(L, 0.1, 1.0, 0.0, cfg.activation, "full"),
@@ -158,8 +159,7 @@ def figure6_finite_width(cfg: ReportConfig, runner: TaskRunner, out: Path) -> Fi
             w.update(shift_pred=p["shift"], shift_pred_library=p["shift_library"])
             if o:
                 w["z_shift"] = (w["shift_sim"] - p["shift"]) / a_sim_se
-                w["networks_to_resolve"] = (float(o["n_networks"]) * (a_sim_se / abs(p["shift"])) ** 2
-                                            if p["shift"] else math.inf)
+                w["networks_to_resolve"] = networks_to_resolve(o["n_networks"], a_sim_se, p["shift"])
         if N in th:
             tN = np.asarray(th[N], float)
             axs[0].semilogx(grid, tN[:len(grid)], "-", color=col, lw=1.2, label=f"1/N theory N={N}")
