@@ -86,6 +86,18 @@ def _check_sens_args(c0, q0, alphas, net, dc):
     return c0, q0, alphas, scalar, lo, hi
 
 
+def _d_dc0(coefficient, net, c0, q0, alphas, dc):
+    """d/dc0 of ``coefficient(net at alpha, K0(c0, q0))`` by a central difference in c0 (step ``dc``,
+    clipped to [-1, 1]), for every alpha of the grid; a float for a scalar ``alphas``."""
+    c0, q0, alphas, scalar, lo, hi = _check_sens_args(c0, q0, alphas, net, dc)
+    out = np.empty(alphas.shape)
+    for i, al in enumerate(alphas):
+        nn = net.replace(alpha=float(al))
+        vals = [coefficient(nn, two_input_kernel(c, q0)) for c in (lo, hi)]
+        out[i] = (vals[1] - vals[0]) / (hi - lo)
+    return float(out[0]) if scalar else out
+
+
 def sensitivity_correction2(net, c0, q0=1.0, alphas=None, dc=2e-3, n_r=12, n_t=8):
     """delta2(alpha): the width-independent 1/N^2 coefficient of the finite-width sensitivity,
     S_N = S_inf + delta/N + delta2/N^2 + O(1/N^3) (docs/theory.md Eq. 4.97; blocks two_layer and
@@ -97,16 +109,10 @@ def sensitivity_correction2(net, c0, q0=1.0, alphas=None, dc=2e-3, n_r=12, n_t=8
     """
     from .next_order import check_next_order, next_order_theory
     check_next_order(net, 2)
-    c0, q0, alphas, scalar, lo, hi = _check_sens_args(c0, q0, alphas, net, dc)
-    out = np.empty(alphas.shape)
-    for i, al in enumerate(alphas):
-        nn = net.replace(alpha=float(al))
-        vals = []
-        for c in (lo, hi):
-            r = next_order_theory(nn, two_input_kernel(c, q0), n_r=n_r, n_t=n_t)
-            vals.append(_corr_correction2(r["Ks"][-1], r["stats"]))
-        out[i] = (vals[1] - vals[0]) / (hi - lo)
-    return float(out[0]) if scalar else out
+    def coefficient(nn, K0):
+        r = next_order_theory(nn, K0, n_r=n_r, n_t=n_t)
+        return _corr_correction2(r["Ks"][-1], r["stats"])
+    return _d_dc0(coefficient, net, c0, q0, alphas, dc)
 
 
 def sensitivity_correction(net, c0, q0=1.0, alphas=None, dc=1e-4, order=1, width=None, **kw):
@@ -129,16 +135,10 @@ def sensitivity_correction(net, c0, q0=1.0, alphas=None, dc=1e-4, order=1, width
         d2 = sensitivity_correction2(net, c0, q0, alphas=alphas, **{k: v for k, v in kw.items()
                                                                      if k in ("n_r", "n_t")})
         return d1 + d2 / width
-    c0, q0, alphas, scalar, lo, hi = _check_sens_args(c0, q0, alphas, net, dc)
-    out = np.empty(alphas.shape)
-    for i, al in enumerate(alphas):
-        nn = net.replace(alpha=float(al))
-        vals = []
-        for c in (lo, hi):
-            fw = finite_width(nn, K0=two_input_kernel(c, q0), **kw)
-            vals.append(_corr_correction(fw.kernel, fw.mean_shift, fw.covariance))
-        out[i] = (vals[1] - vals[0]) / (hi - lo)
-    return float(out[0]) if scalar else out
+    def coefficient(nn, K0):
+        fw = finite_width(nn, K0=K0, **kw)
+        return _corr_correction(fw.kernel, fw.mean_shift, fw.covariance)
+    return _d_dc0(coefficient, net, c0, q0, alphas, dc)
 
 
 def sensitivity_finite_width(net, c0, q0=1.0, width=None, alphas=None, dc=1e-4, order=1, **kw):
