@@ -23,6 +23,19 @@ def _check_scan(block, alpha_min, alpha_max):
         o.fail(f"need 0 < --alpha-min < --alpha-max, both finite, got --alpha-min {alpha_min:g} --alpha-max {alpha_max:g}")
 
 
+def _print_result(table, res, png) -> None:
+    """The human-readable output of ``resscale optimal`` (both paths): the table, the result's
+    message, the note on the analytic value, and the plot file."""
+    from rich.console import Console
+
+    con = Console()
+    con.print(table)
+    con.print(res.message)
+    con.print(f"analytic: {res.analytic_note}")
+    if png:
+        con.print(f"plot written to {png}")
+
+
 def register(app: typer.Typer) -> None:
     @app.command()
     def optimal(
@@ -73,7 +86,6 @@ def register(app: typer.Typer) -> None:
                    "c0": c0, "q0": q0, **res.to_dict(), "plot": png}
             o.print_json(out)
             return
-        from rich.console import Console
         from rich.table import Table
 
         t = Table(title=f"Optimal residual scaling: {block} block, {net.phi.name}, L = {depth}, "
@@ -86,12 +98,7 @@ def register(app: typer.Typer) -> None:
         t.add_row("alpha* (analytic, sqrt(T*/L))", fmt(res.alpha_analytic))
         t.add_row("sensitivity S(alpha*)", fmt(res.sensitivity))
         t.add_row("T* = alpha*^2 L (continuum)", fmt(res.T_star))
-        con = Console()
-        con.print(t)
-        con.print(res.message)
-        con.print(f"analytic: {res.analytic_note}")
-        if png:
-            con.print(f"plot written to {png}")
+        _print_result(t, res, png)
 
 
 def _load_data_file(path) -> np.ndarray:
@@ -144,7 +151,6 @@ def _optimal_data(ctx, data, depth, sigma_w2, sigma_b2, sigma_in2, sigma_bin2, a
                "data_sensitivity": res.data, "plot": png}
         o.print_json(out)
         return
-    from rich.console import Console
     from rich.table import Table
 
     t = Table(title=f"Data-level optimal residual scaling: {block} block, {net.phi.name}, L = {depth}, "
@@ -158,9 +164,4 @@ def _optimal_data(ctx, data, depth, sigma_w2, sigma_b2, sigma_in2, sigma_bin2, a
     t.add_row("band S >= 0.9 max", f"[{res.data['band90'][0]:.4g}, {res.data['band90'][1]:.4g}]")
     t.add_row("pairs used / total", f"{res.data['n_pairs']} / {res.data['n_pairs_total']}")
     t.add_row("mean input correlation c0", fmt(res.data["c0_mean"]))
-    con = Console()
-    con.print(t)
-    con.print(res.message)
-    con.print(f"analytic: {res.analytic_note}")
-    if png:
-        con.print(f"plot written to {png}")
+    _print_result(t, res, png)
