@@ -286,16 +286,23 @@ def test_cli_optimal_data_npy_and_csv(tmp_path):
 
 
 # ------------------------------------------------------------------ tiny end-to-end training sweep
-def test_validate_script_tiny_sweep(tmp_path):
+def _tiny_sweep(tmp_path, block, *extra):
+    """validate_data_alpha.py on a tiny grid (digits, depth 2, width 8, 1 epoch, 2 seeds, 3 alphas,
+    60 theory inputs) into tmp_path; returns (command, finished process)."""
     pytest.importorskip("torch")
     pytest.importorskip("sklearn")
     cmd = [sys.executable, str(ROOT / "scripts" / "validate_data_alpha.py"), "--out", str(tmp_path / "o"),
-           "--datasets", "digits", "--depths", "2", "--blocks", "full", "--activations", "erf", "--seeds", "2",
-           "--epochs", "1", "--width", "8", "--n-alpha", "3", "--lrs", "0.001,0.003", "--n-theory", "60",
+           "--datasets", "digits", "--depths", "2", "--blocks", block, "--activations", "erf", "--seeds", "2",
+           "--epochs", "1", "--width", "8", "--n-alpha", "3", "--n-theory", "60", *extra,
            "--doc", str(tmp_path / "doc.md")]
     r = subprocess.run(cmd, capture_output=True, text=True, timeout=300, env={**__import__("os").environ,
                                                                               "OMP_NUM_THREADS": "1"})
     assert r.returncode == 0, r.stderr[-2000:]
+    return cmd, r
+
+
+def test_validate_script_tiny_sweep(tmp_path):
+    cmd, _ = _tiny_sweep(tmp_path, "full", "--lrs", "0.001,0.003")
     res = json.loads((tmp_path / "o" / "results.json").read_text())
     assert res["n_runs"] == 12 and len(res["summary"]) == 1
     row = res["summary"][0]
@@ -307,15 +314,7 @@ def test_validate_script_tiny_sweep(tmp_path):
 
 def test_validate_script_sgd_axis(tmp_path):
     """--optimizers sgd: its own lr grid, its own training config (cfg name *_sgd), the same theory."""
-    pytest.importorskip("torch")
-    pytest.importorskip("sklearn")
-    cmd = [sys.executable, str(ROOT / "scripts" / "validate_data_alpha.py"), "--out", str(tmp_path / "o"),
-           "--datasets", "digits", "--depths", "2", "--blocks", "two_layer", "--activations", "erf", "--seeds", "2",
-           "--epochs", "1", "--width", "8", "--n-alpha", "3", "--lrs-sgd", "0.01,0.03", "--optimizers", "sgd",
-           "--n-theory", "60", "--doc", str(tmp_path / "doc.md")]
-    r = subprocess.run(cmd, capture_output=True, text=True, timeout=300, env={**__import__("os").environ,
-                                                                              "OMP_NUM_THREADS": "1"})
-    assert r.returncode == 0, r.stderr[-2000:]
+    cmd, _ = _tiny_sweep(tmp_path, "two_layer", "--lrs-sgd", "0.01,0.03", "--optimizers", "sgd")
     res = json.loads((tmp_path / "o" / "results.json").read_text())
     assert res["n_runs"] == 12 and len(res["summary"]) == 1
     row = res["summary"][0]
