@@ -373,7 +373,7 @@ def optimal_alpha(net, c0=None, q0=1.0, width=None, alpha_range=(1e-4, 1e2), n_g
         result are then the interpolation nodes of delta and S_N there
         (about 30 s at L = 100).
     order : 1 (default) | 2 -- with ``width``: maximise S_N to O(1/N^2), S + delta/N + delta2/N^2
-        (docs/theory.md Eq. 4.97; blocks two_layer / reduced, NotImplementedError otherwise).
+        (docs/theory.md Eq. 4.97; blocks two_layer / reduced / feedforward, NotImplementedError otherwise).
     alpha_range : (lo, hi)
         Scan range; a maximum at an edge is reported as not interior.
     n_grid : int
@@ -486,7 +486,7 @@ def optimal_alpha_finite_width(net, c0, q0=1.0, width=None, alpha_inf=None, span
         raise ValueError("the mean-field S(alpha) has no interior maximum; no finite-width alpha* either")
     kw = dict(n_r=n_r, n_t=n_t)
     # --- issue 10 (order pass-through): order=2 uses the effective delta + delta2/N of S_N to O(1/N^2)
-    # (docs/theory.md Eq. 4.97; blocks two_layer / reduced), resscale/finite_width/sensitivity.py
+    # (docs/theory.md Eq. 4.97; blocks two_layer / reduced / feedforward), resscale/finite_width/sensitivity.py
     if order != 1:
         kw.update(order=order, width=width)
 

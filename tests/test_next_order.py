@@ -73,6 +73,83 @@ def test_linear_two_layer_exact_in_N():
     assert e2 < 0.15 * e1
 
 
+def _exact_linear_feedforward(K0, L, sw2, sb2, order=3):
+    """Linear feed-forward net, exact at every N (derived here): with Sigma^{-1} = K0 and
+    Khat^l | Sigma^{l-1} ~ Wishart(Sigma^{l-1}) / N, Sigma^l = sw2 Khat^l + sb2 1 1^T,
+        E[K_ab K_cd] = E[S_ab S_cd] + eps (E[S_ac S_bd] + E[S_ad S_bc]),   eps = 1/N,
+    exactly; E Sigma is deterministic (linear drift). Returns the coefficients of eps^j (j <= order)
+    of E[Khat^L (x) Khat^L] - E Khat^L (x) E Khat^L, i.e. [0, V, V1, V2]."""
+    P = K0.shape[0]
+    one = np.ones((P, P))
+    m = K0.copy()
+    S2 = [np.einsum("ab,cd->abcd", K0, K0)] + [np.zeros((P,) * 4) for _ in range(order)]
+    for layer in range(L + 1):
+        KK = [x.copy() for x in S2]
+        for j in range(order):
+            KK[j + 1] += np.transpose(S2[j], (0, 2, 1, 3)) + np.transpose(S2[j], (0, 2, 3, 1))
+        if layer == L:
+            KK[0] = KK[0] - np.einsum("ab,cd->abcd", m, m)
+            return KK
+        S2 = [sw2 * sw2 * x for x in KK]
+        S2[0] += sw2 * sb2 * (np.einsum("ab,cd->abcd", m, one) + np.einsum("ab,cd->abcd", one, m)) + sb2 * sb2
+        m = sw2 * m + sb2
+
+
+@pytest.mark.parametrize("L,sw2,sb2", [(1, 1.3, 0.1), (5, 0.9, 0.2), (8, 1.0, 0.0)])
+def test_linear_feedforward_exact_in_N(L, sw2, sb2):
+    """Feed-forward chain (Eq. 4.103) against the exact finite-N moments of the linear net: V and V1
+    to 1e-8, M = M2 = 0 (the drift is linear)."""
+    net = rs.ResNet(depth=L, alpha=1.0, sigma_w2=sw2, sigma_b2=sb2, activation="linear", block="feedforward")
+    ex = _exact_linear_feedforward(K0, L, sw2, sb2)
+    assert np.abs(ex[0]).max() < 1e-12 * np.abs(ex[1]).max()
+    out = next_order_theory(net, K0)
+    np.testing.assert_allclose(out["V"], ex[1], rtol=1e-10, atol=1e-10 * np.abs(ex[1]).max())
+    np.testing.assert_allclose(out["V1"], ex[2], rtol=1e-8, atol=1e-8 * np.abs(ex[2]).max())
+    assert np.abs(out["M"]).max() < 1e-12 and np.abs(out["M2"]).max() < 1e-12
+    # and the order-1 walk theory gives the same V (an independent code path)
+    np.testing.assert_allclose(rs.finite_width(net, width=8, K0=K0).covariance, ex[1], rtol=1e-10,
+                               atol=1e-10 * np.abs(ex[1]).max())
+
+
+@pytest.mark.parametrize("act", ["erf", "relu"])
+def test_feedforward_third_cumulant_T(act):
+    """T of the feed-forward chain (Eq. 4.103: N^2 kappa3 of Sigma' = sigma_w2 kappa3(phi phi^T) of one
+    row z ~ N(0, Sigma), and kappa3(y y^T) of the Wishart readout) against the sample third cumulant
+    of 10^6 Gaussian draws (SE ~ 1% of the largest entry; a 10% error in T fails)."""
+    from resscale.finite_width.chains import _FeedForward
+    sw2 = 1.3
+    net = rs.ResNet(depth=2, alpha=1.0, sigma_w2=sw2, sigma_b2=0.1, activation=act, block="feedforward")
+    eng = _FeedForward(net, K0, 12, 8)
+    rng = np.random.default_rng(3)
+    for l in (1, 2):                                   # a phi step, then the readout
+        S = eng.Ks[l]
+        z = rng.standard_normal((1_000_000, 2)) @ np.linalg.cholesky(S).T
+        u = net.phi.fn(z) if l < net.depth else z
+        feats = np.stack([u[:, a] * u[:, b] for (a, b) in eng.co.pairs], axis=1)
+        d = feats - feats.mean(0)
+        k3 = np.einsum("si,sj,sk->ijk", d, d, d) / d.shape[0] * (sw2 ** 3 if l < net.depth else 1.0)
+        se = np.sqrt(np.einsum("si,sj,sk->sijk", d, d, d).var(0) / d.shape[0]) * (sw2 ** 3 if l < net.depth else 1.0)
+        _, T = eng.RT(l)
+        assert np.all(np.abs(T - k3) < 4 * se + 1e-3 * np.abs(k3).max()), (l, T, k3, se)
+        assert np.abs(T).max() > 30 * se.max()          # resolved: 10% of T is > 3 SE
+
+
+def test_mc_resolves_V1_feedforward_relu():
+    """Feed-forward relu, L = 3, sigma_w2 = 2 (the depth-to-width regime of FFNets: V1 / V ~ 6),
+    N = 24, network Monte-Carlo (rs.simulate, gram sampler): the leading order is off by > 8 SE,
+    V + V1/N is within 4 SE + eps^2 (the estimated neglected term) on every entry."""
+    N, S = 24, 60_000
+    net = rs.ResNet(depth=3, alpha=1.0, sigma_w2=2.0, sigma_b2=0.0, activation="relu", block="feedforward")
+    fw = rs.finite_width(net, width=N, K0=K0, order=2)
+    C, se = _mc_cov(net, N, S, seed=12)
+    V, Vn = _theory3(fw, N)
+    scale = np.sqrt(np.outer(np.diag(C), np.diag(C)))
+    tol = 4 * se + fw.expansion_parameter * scale
+    assert np.all(np.abs(Vn - C) < tol), (Vn, C, tol)
+    assert np.all(np.abs(np.diag(V - C)) > 8 * np.diag(se))
+    assert np.all(np.abs(np.diag(Vn - C)) < 0.35 * np.abs(np.diag(V - C)))
+
+
 def test_feature_cumulants_wishart():
     """kappa3 of x x^T, x ~ N(0, K): the 8 cyclic pairings (P = 1: 8 k^3)."""
     K = np.array([[[1.7]]])
@@ -83,7 +160,7 @@ def test_feature_cumulants_wishart():
 
 # ------------------------------------------------------------------ structure
 @pytest.mark.parametrize("block,act", [("two_layer", "erf"), ("two_layer", "relu"), ("reduced", "relu"),
-                                       ("reduced", "gelu")])
+                                       ("reduced", "gelu"), ("feedforward", "erf"), ("feedforward", "gelu")])
 def test_leading_order_and_symmetry(block, act):
     net = _net(block=block, activation=act, depth=3)
     fw1 = rs.finite_width(net, width=32, K0=K0)
@@ -117,9 +194,8 @@ def test_bad_order():
     for bad in (0, 3, 2.0, "2", True, None):
         with pytest.raises(ValueError, match="order"):
             rs.finite_width(net, width=16, K0=K0, order=bad)
-    for block in ("full", "feedforward"):
-        with pytest.raises(NotImplementedError, match="order=2"):
-            rs.finite_width(_net(block=block, activation="erf"), width=16, K0=K0, order=2)
+    with pytest.raises(NotImplementedError, match="order=2"):
+        rs.finite_width(_net(block="full", activation="erf"), width=16, K0=K0, order=2)
 
 
 def test_cli_order2_and_warning():
@@ -222,10 +298,9 @@ def test_sensitivity_order2_structure():
         assert np.isclose(s1, S + d1 / N, rtol=1e-12) and np.isclose(s2, S + d1 / N + d2 / N ** 2, rtol=1e-9)
     # delta2 does not depend on the difference step (the recursion's FD derivatives are smooth in c0)
     assert abs(sensitivity_correction2(net, 0.5, 1.0, dc=4e-3) - d2) < 1e-3 * abs(d2)
-    for block in ("full", "feedforward"):
-        with pytest.raises(NotImplementedError, match="order"):
-            sensitivity_finite_width(rs.ResNet(depth=3, alpha=0.5, activation="erf", block=block),
-                                     0.5, 1.0, width=8, order=2)
+    with pytest.raises(NotImplementedError, match="order"):
+        sensitivity_finite_width(rs.ResNet(depth=3, alpha=0.5, activation="erf", block="full"),
+                                 0.5, 1.0, width=8, order=2)
     with pytest.raises(ValueError, match="order"):
         sensitivity_finite_width(net, 0.5, 1.0, width=8, order=3)
 
@@ -330,8 +405,9 @@ def test_resummed_reduces_to_order2_at_large_N():
 
 
 def test_resummed_refusals():
-    with pytest.raises(NotImplementedError, match="resummed"):
-        rs.finite_width(_net(block="full", activation="erf"), width=16, K0=K0, order="resummed")
+    for block in ("full", "feedforward"):
+        with pytest.raises(NotImplementedError, match="resummed"):
+            rs.finite_width(_net(block=block, activation="erf"), width=16, K0=K0, order="resummed")
     K3 = np.array([[1.0, 0.5, 0.3], [0.5, 1.2, 0.4], [0.3, 0.4, 0.8]])
     with pytest.raises(NotImplementedError, match="state coordinates"):
         rs.finite_width(_net(block="reduced", activation="erf"), width=16, K0=K3, order="resummed")

@@ -32,7 +32,7 @@ def register(app: typer.Typer) -> None:
                                                 "docs/theory.md Sec. 4.9; auto = interpolated for L > 64)."),
         as_json: bool = typer.Option(False, "--json", help="Print JSON."),
         order: int = typer.Option(1, "--order", help="1: leading 1/N theory; 2: also the next order V1, M2 "
-                                                     "(two_layer and reduced blocks; docs/theory.md Sec. 4.12)."),
+                                                     "(two_layer, reduced and feedforward blocks; docs/theory.md Sec. 4.12)."),
     ):
         """Finite-width kernel statistics: mean-field K, mean shift M, covariance V."""
         import numpy as np

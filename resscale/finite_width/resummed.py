@@ -29,7 +29,7 @@ import itertools
 import numpy as np
 
 from ..kernel_maps import pair_matrix
-from .next_order import _ENGINES
+from .chains import RESUMMED_BLOCKS, _ENGINES
 
 __all__ = ["resummed_theory", "cubature"]
 
@@ -118,8 +118,8 @@ def resummed_theory(net, K0, width, n_r=12, n_t=8, third=True):
 
     Returns dict(cov=N Cov(Khat^L), mean=E Khat^L, mean_m=E mhat^L (reduced), stats=(mu, Sigma, kappa)
     in x-coordinates). ``third=False``: Gaussian closure (kappa = 0 throughout, T dropped)."""
-    if net.block not in _ENGINES:
-        raise NotImplementedError(f"order='resummed' exists for the closed-chain blocks {tuple(_ENGINES)}; "
+    if net.block not in RESUMMED_BLOCKS:
+        raise NotImplementedError(f"order='resummed' exists for the closed-chain blocks {RESUMMED_BLOCKS}; "
                                   f"got block={net.block!r}")
     if width is None:
         raise ValueError("order='resummed' needs the width N (the prediction is not a series in 1/N)")

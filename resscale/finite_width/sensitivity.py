@@ -100,7 +100,7 @@ def _d_dc0(coefficient, net, c0, q0, alphas, dc):
 
 def sensitivity_correction2(net, c0, q0=1.0, alphas=None, dc=2e-3, n_r=12, n_t=8):
     """delta2(alpha): the width-independent 1/N^2 coefficient of the finite-width sensitivity,
-    S_N = S_inf + delta/N + delta2/N^2 + O(1/N^3) (docs/theory.md Eq. 4.97; blocks two_layer and
+    S_N = S_inf + delta/N + delta2/N^2 + O(1/N^3) (docs/theory.md Eq. 4.97; blocks two_layer, feedforward and
     reduced, whose chain moments a2, c2, t2 come from :func:`next_order_theory`, Sec. 4.12).
 
     delta2 = d/dc0 of Eq. 4.96 by a central difference in c0 (step ``dc``; the finite-difference
@@ -123,7 +123,7 @@ def sensitivity_correction(net, c0, q0=1.0, alphas=None, dc=1e-4, order=1, width
     two :func:`finite_width` evaluations per alpha (``kw``: n_r, n_t). S_N = S_inf + delta/N
     for every N, so one delta serves all widths.
 
-    ``order=2`` (blocks two_layer / reduced; needs ``width``): the width-dependent effective
+    ``order=2`` (blocks two_layer / reduced / feedforward; needs ``width``): the width-dependent effective
     coefficient delta + delta2/N, so that S_N = S_inf + (delta + delta2/N)/N to O(1/N^2)
     (Eq. 4.97, :func:`sensitivity_correction2`).
     """
@@ -143,7 +143,7 @@ def sensitivity_correction(net, c0, q0=1.0, alphas=None, dc=1e-4, order=1, width
 
 def sensitivity_finite_width(net, c0, q0=1.0, width=None, alphas=None, dc=1e-4, order=1, **kw):
     """Finite-width sensitivity S_N(alpha) = d/dc0 E[c_hat^L] to O(1/N) (docs/theory.md Eq. 4.29),
-    or to O(1/N^2) with ``order=2`` (blocks two_layer / reduced: S_N = S_inf + delta/N + delta2/N^2,
+    or to O(1/N^2) with ``order=2`` (blocks two_layer / reduced / feedforward: S_N = S_inf + delta/N + delta2/N^2,
     Eq. 4.97, delta2 from :func:`sensitivity_correction2`; other blocks raise NotImplementedError).
 
     c_hat^L = Khat^L_12 / sqrt(Khat^L_11 Khat^L_22) for two inputs of norm q0 and
