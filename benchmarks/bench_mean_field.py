@@ -284,15 +284,19 @@ def run_tabulated(a):
                     row["tab_first_s"] = time.perf_counter() - t      # includes building the table
                     T = tp.tabulated(net.phi, build=False)
                     row["build_s"] = T.build_seconds if T is not None else None
+                    if T is not None:      # issue 9: beyond Q_HI the homogeneous limit (gelu, softplus), if enabled
+                        row["asymptotic"] = bool(T.asym is not None)
                 for numba_on in (True, False):
                     tag = "nb" if numba_on else "np"
                     with tp.mode("auto"), _NumbaSwitch(numba_on):
                         rs.optimal_alpha(net_erf, c0=a.c0, n_grid=a.n_alphas)    # warm-up
                         _, row[f"erf_{tag}_s"], _, _ = best_of(
                             lambda: rs.optimal_alpha(net_erf, c0=a.c0, n_grid=a.n_alphas), 2)
+                        f0 = T.n_fallback if T is not None else 0
                         t = time.perf_counter()
                         r1 = rs.optimal_alpha(net, c0=a.c0, n_grid=a.n_alphas)
                         row[f"tab_{tag}_s"] = time.perf_counter() - t
+                        row[f"quad_points_{tag}"] = (T.n_fallback - f0) if T is not None else None
                     row[f"ratio_{tag}"] = row[f"tab_{tag}_s"] / row[f"erf_{tag}_s"]
                 with tp.mode("auto"):
                     l1 = rs.log_sensitivity(net, a.c0, 1.0, grid, strict=False)
@@ -446,7 +450,9 @@ def main(argv=None):
 
     for r in rs_res.get("tabulated", []):
         q = r.get("quad_s")
-        note = (f"quadrature {fmt_t(q)} ({q / r['tab_s']:.0f}x); " if q else "") + \
+        note = f"{r['activation']}/erf {r['ratio_nb']:.1f}x (erf same run {fmt_t(r['erf_s'])}); " + \
+            f"quadrature points in the call {r.get('quad_points_nb')}; " + \
+            (f"quadrature {fmt_t(q)} ({q / r['tab_s']:.0f}x); " if q else "") + \
             f"table build {fmt_t(r['build_s'])}; erf {fmt_t(r['erf_s'])} ({r['ratio_nb']:.1f}x); " + \
             f"no numba {fmt_t(r['tab_np_s'])}, erf {fmt_t(r['erf_np_s'])} ({r['ratio_np']:.1f}x); " + \
             (f"max |d log S| {r['max_dlogS']:.1e}, alpha* rel " +

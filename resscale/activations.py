@@ -181,6 +181,10 @@ class Activation:
                           delta parts that ``d2`` does not carry, so theory that needs phi''
                           (finite width) must check this flag (see ``supports_finite_width``)
     kinks : tuple         points where phi' jumps (declared via :func:`from_callable`)
+    asymptotic_slopes     (s_+, s_-) with phi(x) ~ s_+- x for x -> +-inf up to a localized remainder
+                          (gelu: (1, 0)): the tables continue beyond their q range with the
+                          homogeneous limit's closed forms (:mod:`resscale.asymptotic_pairs`);
+                          None: detected numerically for a quadrature activation; False: never
     """
 
     name: str
@@ -193,6 +197,7 @@ class Activation:
     n_quad: int = 64
     smooth: bool = True
     kinks: tuple = ()
+    asymptotic_slopes: Optional[tuple] = None
 
     @property
     def supports_finite_width(self) -> bool:
@@ -595,7 +600,7 @@ BUILTIN = {
                           smooth=False, kinks=(0.0,)),
     "linear": lambda: _Linear("linear", _identity, _one, _zero, odd=True, homogeneous=True,
                               closed_form=True),
-    "gelu": lambda: Activation("gelu", _gelu, _gelu_d1, _gelu_d2),
+    "gelu": lambda: Activation("gelu", _gelu, _gelu_d1, _gelu_d2, asymptotic_slopes=(1.0, 0.0)),
 }
 
 

@@ -16,6 +16,7 @@ import threading
 
 import numpy as np
 
+from .asymptotic_pairs import pair_scalar as _asym_py
 from .tabulated_pairs import BETA, EPS, _GHOST, _LM, _OFFS, _ORDER
 
 _LOCK = threading.Lock()
@@ -49,13 +50,18 @@ def _eval_py(z, zk, T, D, modes, P, wx, wv):
     (as TabulatedActivation._eval), fused, on local scalars; ok False (the rest 0) outside the table.
     T: flat 2-D tables (halves, nx_tot, nv_tot, 2) (A, R interleaved), D: flat 1-D table
     (nx_tot, ncol) (log g, log N[, G(q,-1)/g, E[phi]/sqrt(g)]), modes (halves, 2): log form;
-    P = (xs0, hx, hv, x_lo, x_hi, nxc, nvc, nv_tot, nx_tot, halves, ncol).
+    P = (xs0, hx, hv, x_lo, x_hi, nxc, nvc, nv_tot, nx_tot, halves, ncol, asym, a^2, b^2, b):
+    with asym = 1, finite z above the table (x > x_hi) use the homogeneous limit's closed forms
+    (:func:`resscale.asymptotic_pairs.pair_scalar`).
     Table offsets are unsigned (np.uint64): NumPy-style negative-index wrap-around costs
     a compare and select per load (~20% of the evaluation)."""
     if not (z > 0.0) or not math.isfinite(zk):
         return False, 0.0, 0.0, 0.0, 0.0
     x = math.log(z)
     if not (x >= P[3] and x <= P[4]):
+        if x > P[4] and P[11] == 1.0 and math.isfinite(z):
+            G, A, g, mu = _asym_nb(z, zk, P[12], P[13], P[14])
+            return True, G, A, g, mu
         return False, 0.0, 0.0, 0.0, 0.0
     t = (x - P[0]) / P[1] - (_ORDER // 2 - 1)
     fi = min(max(math.floor(t), 0.0), P[5] - 1.0)
@@ -129,18 +135,21 @@ def _eval_py(z, zk, T, D, modes, P, wx, wv):
 def _traj_py(kind, sw2, sb2, L, c0, q0, alphas, T, D, modes, P):
     """Fused equal-norm two-input recursion (the blocks' two_input_step) for every alpha:
     layers outside, alphas inside (independent alphas overlap in the CPU pipeline).
-    Returns q, k, log_dk, ok (False: the trajectory left the table and was stopped there)."""
+    Returns q, k, log_dk, ok (False: the trajectory left the table and was stopped there). With the
+    homogeneous-limit continuation (P[11] = 1) a trajectory whose (z, zk) overflows (not finite) ends
+    there with q = k = log_dk = NaN and ok True: the NumPy path gives NaN from there on as well."""
     n = alphas.size
     Q, K, M = np.full(n, q0), np.full(n, q0 * c0), np.zeros(n)
     LG, PR = np.zeros(n), np.ones(n)
     OK = np.ones(n, dtype=np.bool_)
+    DONE = np.zeros(n, dtype=np.bool_)
     wx, wv = np.empty(_ORDER), np.empty(_ORDER)
     odd = P[9] == 1.0
     cf = sw2 * sw2 if kind == 2 else sw2
     for _ in range(L):
         alive = False
         for i in range(n):
-            if not OK[i]:
+            if not OK[i] or DONE[i]:
                 continue
             q, k = Q[i], K[i]
             if kind == 0:
@@ -149,7 +158,10 @@ def _traj_py(kind, sw2, sb2, L, c0, q0, alphas, T, D, modes, P):
                 z, zk = sw2 * q + sb2, sw2 * k + sb2
             ok, G, A, g, mu = _eval_nb(z, zk, T, D, modes, P, wx, wv)
             if not ok:
-                OK[i] = False
+                if P[11] == 1.0 and not (math.isfinite(z) and math.isfinite(zk)):
+                    Q[i], K[i], LG[i], PR[i] = math.nan, math.nan, math.nan, 1.0
+                    DONE[i] = True
+                OK[i] = DONE[i]
                 continue
             alive = True
             a = alphas[i]
@@ -211,14 +223,14 @@ def _log_g_scalar_py(x, D, P):
     return val, der / P[1]
 
 
-_lw_nb, _eval_nb = _lw_py, _eval_py   # compiled in _compiled()
+_lw_nb, _eval_nb, _asym_nb = _lw_py, _eval_py, _asym_py   # compiled in _compiled()
 _NB = None                      # (trajectory kernel, scalar pair) once compiled; False: unavailable
 
 
 def _compiled(load=True):
     """(trajectory kernel, scalar pair function), compiled with numba (cache=True), or None when
     numba is absent, RESSCALE_NO_NUMBA is set, or ``load`` is False and they are not loaded yet."""
-    global _NB, _lw_nb, _eval_nb
+    global _NB, _lw_nb, _eval_nb, _asym_nb
     if os.environ.get("RESSCALE_NO_NUMBA"):
         return None
     if _NB is not None or not load:
@@ -230,10 +242,11 @@ def _compiled(load=True):
                 # 'contract' (fused multiply-add) only: no reassociation, NaN/inf semantics kept
                 opts = dict(cache=True, fastmath={"contract"}, error_model="numpy", nogil=True)
                 inl = numba.njit(inline="always", **opts)
-                _lw_nb, _eval_nb = inl(_lw_py), inl(_eval_py)
+                _lw_nb, _asym_nb = inl(_lw_py), inl(_asym_py)
+                _eval_nb = inl(_eval_py)
                 _NB = (numba.njit(**opts)(_traj_py), numba.njit(**opts)(_pair_scalar_py),
                        numba.njit(**opts)(_log_g_scalar_py))
             except Exception:
-                _lw_nb, _eval_nb = _lw_py, _eval_py
+                _lw_nb, _eval_nb, _asym_nb = _lw_py, _eval_py, _asym_py
                 _NB = False
     return _NB or None

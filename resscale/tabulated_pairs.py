@@ -29,12 +29,23 @@ layer and alpha. Here they are tabulated once per activation and interpolated
 * 1-D in x: log g, log N, G(q, -1)/g (non-odd), E[phi]/sqrt(g) (non-odd);
 * interpolation: tensor-product Lagrange of order ``_ORDER`` (8 points per axis) on the
   uniform grids, ghost nodes beyond the ranges (even mirror at theta = 0);
-* outside q in [Q_LO, Q_HI] (or non-finite input) the original quadrature is used;
+* beyond Q_HI, for activations asymptotically piecewise linear, phi(x) ~ s_+ x (x -> +inf),
+  s_- x (x -> -inf), up to a localized remainder (declared ``Activation.asymptotic_slopes``:
+  gelu (1, 0); detected numerically for callables, e.g. softplus, by
+  :func:`resscale.asymptotic_pairs.detect_slopes`), the closed forms of the homogeneous limit
+  p = s_+ relu(x) - s_- relu(-x) (:mod:`resscale.asymptotic_pairs`; counter ``n_asymptotic``),
+  accepted at build when they agree with the table at q = Q_HI (``_TOL_JA``, ``_TOL_JG``;
+  ``stats["asymptotic"]``). Their error is O(q^-1/2) relative in A where theta <~ q^-1/2
+  (~1.4 / sqrt(q) for softplus, 0.2 / sqrt(q) gelu) and O(1/q) elsewhere; log S off by <= 2e-5
+  (c0 = 1, measured 1.5e-5 softplus, 2.2e-6 gelu; ~1e-7 at c0 = 0.9), docs/theory.md Sec. 5.1;
+* otherwise outside q in [Q_LO, Q_HI] the original quadrature is used (non-finite input: NaN,
+  as the quadrature gives, without calling it);
 * compiled path (numba, when installed and RESSCALE_NO_NUMBA is unset): the same evaluation
   one point at a time (``tabulated_compiled._eval_py``), the fused two-input
   recursion of the full, reduced and two_layer blocks on it
   (:meth:`TabulatedActivation.compiled_trajectory`, used by ``sensitivity._reference_trajectory``;
-  an alpha whose trajectory leaves the table is flagged and recomputed by the NumPy path) and
+  an alpha whose trajectory leaves the table is flagged and recomputed by the NumPy path; with the
+  homogeneous limit it continues beyond Q_HI, and one that overflows float64 ends with NaN) and
   one-point ``pair`` / ``diag`` calls (the continuum flow). Agrees with the NumPy path to ~1e-13.
 
 Accuracy against the quadrature (the reference), measured at build time on random
@@ -72,6 +83,8 @@ _TOL_A = 1e-6                # build-time acceptance: max relative error of A at
 _TOL_G = 1e-7                # ... and of G (in units of g) and of g
 _N_CHECK = 400               # random check points at build time
 _WORK_MIN = 60_000           # 'auto': build a table when depth * n_alphas (x halves) exceeds this
+_TOL_JA = 2e-5               # homogeneous-limit continuation beyond Q_HI: max |A_lim - A| / N at q = Q_HI
+_TOL_JG = 1e-7               # ... and max |G_lim - G| / g, |g_lim - g| / g (= _TOL_G, the table's own acceptance)
 
 _LOCK = threading.Lock()
 _CACHE: "OrderedDict[tuple, object]" = OrderedDict()
@@ -103,7 +116,8 @@ def mode(value):
 
 
 def _key(phi):
-    return (type(phi), phi.name, phi.fn, phi.d1, phi.d2, bool(phi.odd), bool(phi.smooth), tuple(phi.kinks))
+    return (type(phi), phi.name, phi.fn, phi.d1, phi.d2, bool(phi.odd), bool(phi.smooth), tuple(phi.kinks),
+            getattr(phi, "asymptotic_slopes", None))
 
 
 def _eligible(phi):
@@ -251,8 +265,10 @@ def _cell(t, n_cells):
 class TabulatedActivation(Activation):
     """An :class:`Activation` whose equal-norm functions (``pair_equal``, ``diag``, ``mean``,
     ``pair`` with kaa == kbb, which then returns NaN for the unused dG/dkaa, dG/dkbb) come
-    from tables; everything else, and q outside [Q_LO, Q_HI], from the wrapped ``base``.
-    Internal to the mean-field recursions; counters ``n_table`` / ``n_fallback`` count points."""
+    from tables; beyond Q_HI, when ``asym`` (the slopes) is set, from the homogeneous limit's closed
+    forms (:mod:`resscale.asymptotic_pairs`); everything else, and q otherwise outside [Q_LO, Q_HI],
+    from the wrapped ``base``. Internal to the mean-field recursions; counters ``n_table`` /
+    ``n_asymptotic`` / ``n_fallback`` count points (the compiled trajectory counts only ``n_table``)."""
 
     # (frozen dataclass: the extra state is set with object.__setattr__)
     @classmethod
@@ -263,8 +279,40 @@ class TabulatedActivation(Activation):
         st(self, "base", base)
         st(self, "n_table", 0)
         st(self, "n_fallback", 0)
+        st(self, "n_asymptotic", 0)
+        st(self, "asym", None)
         self._build()
+        self._asymptotic_setup()
         return self
+
+    def _asymptotic_setup(self):
+        """Enable the homogeneous-limit continuation beyond Q_HI (:mod:`resscale.asymptotic_pairs`)
+        when the base activation declares or shows slopes (s_+, s_-) and the limit's closed forms agree
+        with the table at q = Q_HI (|dA| <= _TOL_JA N, |dG|, |dg| <= _TOL_JG g, at c = +-1, +-(1 - 10^-j),
+        j = 1..14, and a c grid); stats["asymptotic"] records the slopes and the junction deviations."""
+        from . import asymptotic_pairs as ap
+        sl = ap.slopes(self.base)
+        if sl is not None and self.odd and sl[0] != sl[1]:
+            sl = None                                    # an odd phi has s_+ = s_-
+        info = {"slopes": sl}
+        if sl is not None:
+            near = 1.0 - 10.0 ** -np.arange(1.0, 15.0)
+            c = np.concatenate([[1.0, -1.0], near, -near, np.linspace(-0.95, 0.95, 39)])
+            if self.odd:
+                c = c[c >= 0.0]
+            q = np.full(c.shape, math.exp(self._x_range[1]))
+            G1, A1, g1 = self._eval(q, q * c, np.full(c.shape, self._x_range[1]))
+            G0, A0, g0 = ap.pair_equal(q, q * c, sl)
+            N = np.exp(self._one_d_eval(np.full(1, self._x_range[1]))[0, 1])
+            with np.errstate(all="ignore"):
+                eA = float(np.max(np.abs(A0 - A1)) / N)
+                eG = float(max(np.max(np.abs(G0 - G1) / g1), np.max(np.abs(g0 - g1) / g1)))
+            info.update(junction_err_A_over_N=eA, junction_err_G_over_g=eG)
+            ok = eA <= _TOL_JA and eG <= _TOL_JG            # (False for NaN)
+            info["used"] = ok
+            if ok:
+                object.__setattr__(self, "asym", sl)
+        self.stats["asymptotic"] = info
 
     # ---- construction
     def _build(self):
@@ -476,10 +524,27 @@ class TabulatedActivation(Activation):
             if np.any(ok):
                 G[ok], A[ok], g[ok] = self._eval(qf[ok], kf[ok], x[ok])
             bad = ~ok
-            G[bad], A[bad], g[bad] = (np.asarray(v, dtype=float) for v in self.base.pair_equal(qf[bad], kf[bad]))
+            big = self._beyond(qf, x) & bad & np.isfinite(kf)
+            if np.any(big):
+                from . import asymptotic_pairs as ap
+                G[big], A[big], g[big] = ap.pair_equal(qf[big], kf[big], self.asym)
+                bad &= ~big
+                st(self, "n_asymptotic", self.n_asymptotic + int(big.sum()))
+            nf = bad & ~(np.isfinite(qf) & np.isfinite(kf))    # non-finite input: NaN (as the quadrature)
+            G[nf], A[nf], g[nf] = np.nan, np.nan, np.nan
+            bad &= ~nf
+            if np.any(bad):
+                G[bad], A[bad], g[bad] = (np.asarray(v, dtype=float) for v in self.base.pair_equal(qf[bad], kf[bad]))
             st(self, "n_table", self.n_table + int(ok.sum()))
             st(self, "n_fallback", self.n_fallback + int(bad.sum()))
         return G.reshape(shape), A.reshape(shape), g.reshape(shape)
+
+    def _beyond(self, q, x):
+        """Mask of finite q above the table where the homogeneous-limit continuation applies."""
+        if self.asym is None:
+            return np.zeros(q.shape, dtype=bool)
+        with np.errstate(invalid="ignore"):
+            return np.isfinite(q) & (x > self._x_range[1])
 
     def pair(self, kaa, kbb, kab):
         """G, dG/dkaa, dG/dkbb, dG/dkab: tabulated when kaa == kbb (then dG/dkaa = dG/dkbb = NaN:
@@ -505,7 +570,7 @@ class TabulatedActivation(Activation):
         with np.errstate(all="ignore"):
             x, ok = self._split(kf)
         if not ok.all():
-            return self.base.diag(k)
+            return self._outside(kf, x, ok, "diag", k.shape)
         D, dD = self._one_d_with_derivative(x)
         g = np.exp(D[:, 0])
         return g.reshape(k.shape), (g * dD[:, 0] / kf).reshape(k.shape)
@@ -519,12 +584,26 @@ class TabulatedActivation(Activation):
         with np.errstate(all="ignore"):
             x, ok = self._split(kf)
         if not ok.all():
-            return self.base.mean(k)
+            return self._outside(kf, x, ok, "mean", k.shape)
         D, dD = self._one_d_with_derivative(x)
         sg = np.exp(0.5 * D[:, 0])
         mu = sg * D[:, 3]
         dmu = (mu * 0.5 * dD[:, 0] + sg * dD[:, 3]) / kf
         return mu.reshape(k.shape), dmu.reshape(k.shape)
+
+    def _outside(self, kf, x, ok, which, shape):
+        """``diag`` / ``mean`` when some k lie outside the table: the base's quadrature for all, except
+        that k above it use the homogeneous limit (:mod:`resscale.asymptotic_pairs`) when enabled."""
+        big = self._beyond(kf, x)
+        if not np.any(big):
+            return getattr(self.base, which)(kf.reshape(shape))
+        from . import asymptotic_pairs as ap
+        v, dv = np.empty(kf.shape), np.empty(kf.shape)
+        v[big], dv[big] = getattr(ap, which)(kf[big], self.asym)
+        rest = ~big
+        if np.any(rest):
+            v[rest], dv[rest] = getattr(self, which)(kf[rest])
+        return v.reshape(shape), dv.reshape(shape)
 
     def _one_d_with_derivative(self, x):
         ix, ux = _cell((x - self._xs0) / self._hx - (_ORDER // 2 - 1), self._nxc)
@@ -547,7 +626,9 @@ class TabulatedActivation(Activation):
             P = np.array([self._xs0, self._hx, self._hv, self._x_range[0], self._x_range[1],
                           float(self._nxc), float(self._nvc), float(self._tabs[1.0].shape[1]),
                           float(self._tabs[1.0].shape[0]), float(len(halves)),    # P[9]: 1 odd, 2 not
-                          float(self._one_d.shape[1])])
+                          float(self._one_d.shape[1]),                            # P[10]
+                          1.0 if self.asym is not None else 0.0,                  # P[11]: continuation beyond x_hi
+                          *(_asym_coefficients(self.asym))])                     # P[12:15]: a^2, b^2, b
             args = (T, np.ascontiguousarray(self._one_d).ravel(), modes, P)
             object.__setattr__(self, "_nb_cache", args)
         return args
@@ -584,12 +665,16 @@ class TabulatedActivation(Activation):
         return G, A, g
 
     def _diag_scalar(self, k):
-        """(g, dg/dk) at one point by the compiled evaluator when it is loaded, else None."""
+        """(g, dg/dk) at one point by the compiled evaluator when it is loaded (or the homogeneous
+        limit beyond the table), else None."""
         nb = _compiled(load=False)
         k = float(k)
         if nb is None or not (k > 0.0):
             return None
         x = math.log(k)
+        if self.asym is not None and x > self._x_range[1] and math.isfinite(k):
+            a2, b2, _ = _asym_coefficients(self.asym)
+            return (a2 + b2) * k, a2 + b2
         if not (self._x_range[0] <= x <= self._x_range[1]):
             return None
         T, D, modes, P = self._nb_args()
@@ -599,6 +684,14 @@ class TabulatedActivation(Activation):
 
     def __repr__(self):
         return f"TabulatedActivation({self.name!r})"
+
+
+def _asym_coefficients(sl):
+    """(a^2, b^2, b) of the homogeneous limit a x + b |x| (zeros when ``sl`` is None)."""
+    if sl is None:
+        return 0.0, 0.0, 0.0
+    from .asymptotic_pairs import coefficients
+    return coefficients(sl)
 
 
 # ------------------------------------------------------------------ compiled path (numba)

@@ -62,9 +62,15 @@ def test_pair_equal_matches_quadrature(acts, name):
     if phi.odd:
         Gm, Am, _ = T.pair_equal(q, -k)
         assert np.array_equal(Gm, -G1) and np.array_equal(Am, A1)
-    # outside the table: the quadrature, counted
+    # outside the table: the quadrature, counted (gelu: the homogeneous limit, tests/test_meanfield_asymptotic.py)
     n_fb = T.n_fallback
     G2, A2, g2 = T.pair_equal(np.array([1e12, 2.0]), np.array([0.5e12, 1.0]))
+    if T.asym is not None:
+        from resscale import asymptotic_pairs as ap
+        assert T.n_fallback == n_fb
+        Gr, Ar, gr = ap.pair_equal(np.array([1e12]), np.array([0.5e12]), T.asym)
+        assert G2[0] == Gr[0] and A2[0] == Ar[0] and g2[0] == gr[0]
+        return
     assert T.n_fallback == n_fb + 1
     Gr, Ar, gr = phi.pair_equal(np.array([1e12]), np.array([0.5e12]))
     assert G2[0] == Gr[0] and A2[0] == Ar[0] and g2[0] == gr[0]
