@@ -211,6 +211,18 @@ MUTANTS = [
      "(sw2 * layout.G(net.phi, sw2 * K + sb2) + 1.1 * sb2), m", "two_layer mean field: output bias x1.1"),
     ("T_SIM_V_x1.1", "resscale/blocks.py", "h = h + alpha * (Y2[..., :P] + b2)",
      "h = h + alpha * (1.1 ** 0.5 * Y2[..., :P] + b2)", "two_layer simulator: V-layer variance x1.1"),
+    # ---- next order in 1/N (next_order.py generic recursion, chains.py engines; docs/theory.md Sec. 4.12)
+    ("N_T3T2_x1.1", FW + "next_order.py", 'np.einsum("pijk,ijk->p", T3, t2) / 6.0', 'np.einsum("pijk,ijk->p", T3, t2) / 6.0 * 1.1',
+     "next order a2: 1/6 T3:t2 x1.1"),
+    ("N_T4_x1.1", FW + "next_order.py", '0.125 * np.einsum("pijkl,ij,kl->p", T4, c1, c1)', '0.1375 * np.einsum("pijkl,ij,kl->p", T4, c1, c1)',
+     "next order a2: 1/8 T4[c1, c1] x1.1"),
+    ("N_HH_x1.1", FW + "next_order.py", 'HH = 0.5 * np.einsum(', 'HH = 0.55 * np.einsum(', "next order c2: 1/2 H c1 c1 H x1.1"),
+    ("N_DQ_x1.1", FW + "next_order.py", '+ np.einsum("pqj,j->pq", dQ, a1) + hQ2 + R)', '+ 1.1 * np.einsum("pqj,j->pq", dQ, a1) + hQ2 + R)',
+     "next order c2: Q'.a1 x1.1"),
+    ("N_FF_T_x1.1", FW + "chains.py", 'T = net.sigma_w2 ** 3 * k3[0][P:, P:, P:]', 'T = 1.1 * net.sigma_w2 ** 3 * k3[0][P:, P:, P:]',
+     "feed-forward chain: phi-step third cumulant T x1.1"),
+    ("N_FF_READ_x1.1", FW + "chains.py", 'return self._to_x2(np.einsum("eac,ebd->eabcd", S, S)',
+     'return self._to_x2(1.1 * np.einsum("eac,ebd->eabcd", S, S)', "feed-forward chain: Wishart readout noise (one term) x1.1"),
 ]
 
 _IGNORE = shutil.ignore_patterns(".git", "__pycache__", ".pytest_cache", "*.egg-info", "build", "dist",
