@@ -1,10 +1,15 @@
 """Compiled (numba) evaluation of the tabulated pair functions (issue 9; docs/theory.md Sec. 5.1).
 
 Split from :mod:`resscale.tabulated_pairs` (the tables, their build and the NumPy evaluation).
-Here: the same interpolation one point at a time (``_eval_py``),
-the fused equal-norm two-input recursion of the full, reduced and two_layer blocks on it
-(``_traj_py``, used through :meth:`TabulatedActivation.compiled_trajectory`) and one-point
-evaluators for the continuum flow. Plain Python functions, compiled by :func:`_compiled` with
+Here: the same interpolation one point at a time (``_eval_py`` = ``_locate_py``, the cell and
+fractions, then ``_combine_py``, the weighted sums and exponentials), the fused equal-norm two-input
+recursion of the full, reduced and two_layer blocks on it (``_traj_py``, used through
+:meth:`TabulatedActivation.compiled_trajectory`; per layer three short loops over the alphas --
+locate, combine, update -- rather than one loop with the whole evaluation as its body: one
+evaluation is a long dependency chain (log, divisions, square roots, weights, sums, exp), and
+short bodies let the CPU overlap independent alphas: ~1.7x faster, results bit-identical to the
+single loop) and
+one-point evaluators for the continuum flow. Plain Python functions, compiled by :func:`_compiled` with
 numba (cache=True) when it is installed and RESSCALE_NO_NUMBA is unset; without numba nothing
 here runs (the NumPy path in :mod:`resscale.tabulated_pairs` is used instead).
 """
@@ -30,6 +35,8 @@ _LW_INV = np.array([(-1.0) ** (_ORDER - 1 - m) / (math.factorial(m) * math.facto
                     for m in range(_ORDER)])
 _LW_OFF = np.array([float(o) for o in _OFFS])
 assert _ORDER == 8, "the compiled evaluator below is unrolled for _ORDER = 8"
+_TT_BIG = 1e8 * EPS            # asinh(y) = log(2 y) + 1/(4 y^2) - ...: for y > 1e8 the 1/(4 y^2) < 2.5e-17 (v >~ 20)
+_TWO_OVER_EPS = 2.0 / EPS
 _KINDS = {"full": 0, "reduced": 1, "two_layer": 2}
 
 
@@ -55,14 +62,26 @@ def _eval_py(z, zk, T, D, modes, P, wx, wv):
     (:func:`resscale.asymptotic_pairs.pair_scalar`).
     Table offsets are unsigned (np.uint64): NumPy-style negative-index wrap-around costs
     a compare and select per load (~20% of the evaluation)."""
-    if not (z > 0.0) or not math.isfinite(zk):
+    s, ix, ux, iv, uv, h, num = _locate_nb(z, zk, P)
+    if s == 0:
         return False, 0.0, 0.0, 0.0, 0.0
+    if s == 2:
+        G, A, g, mu = _asym_nb(z, zk, P[12], P[13], P[14])
+        return True, G, A, g, mu
+    G, A, g, mu = _combine_nb(ix, ux, iv, uv, h, num, zk, T, D, modes, P, wx, wv)
+    return True, G, A, g, mu
+
+
+def _locate_py(z, zk, P):
+    """(status, ix, ux, iv, uv, h, num) of (z, zk): status 0 outside the table, 2 beyond it with the
+    homogeneous limit, 1 inside: cell (ix, iv), fractions (ux, uv), half h, num = z - |zk| (or q -+ k)."""
+    if not (z > 0.0) or not math.isfinite(zk):
+        return 0, 0, 0.0, 0, 0.0, 0, 0.0
     x = math.log(z)
     if not (x >= P[3] and x <= P[4]):
         if x > P[4] and P[11] == 1.0 and math.isfinite(z):
-            G, A, g, mu = _asym_nb(z, zk, P[12], P[13], P[14])
-            return True, G, A, g, mu
-        return False, 0.0, 0.0, 0.0, 0.0
+            return 2, 0, 0.0, 0, 0.0, 0, 0.0
+        return 0, 0, 0.0, 0, 0.0, 0, 0.0
     t = (x - P[0]) / P[1] - (_ORDER // 2 - 1)
     fi = min(max(math.floor(t), 0.0), P[5] - 1.0)
     odd = P[9] == 1.0
@@ -77,13 +96,21 @@ def _eval_py(z, zk, T, D, modes, P, wx, wv):
         else:
             num, den, h = ss, dd, 1
     tt = math.sqrt(num / den)
-    y = tt / EPS                        # asinh(y), accurate for small y, without math.asinh (slow)
-    v = math.log1p(y + y * y / (1.0 + math.sqrt(1.0 + y * y))) + (2.0 * BETA) * tt
+    if tt > _TT_BIG:                    # asinh(y) = log(2 y) + O(y^-2), y = t / EPS > 1e8: below rounding
+        v = math.log(tt * _TWO_OVER_EPS) + (2.0 * BETA) * tt
+    else:                               # asinh(y), accurate for small y, without math.asinh (slow)
+        y = tt / EPS
+        v = math.log1p(y + y * y / (1.0 + math.sqrt(1.0 + y * y))) + (2.0 * BETA) * tt
     tv = v / P[2] + (_GHOST - (_ORDER // 2 - 1))
     fj = min(max(math.floor(tv), 0.0), P[6] - 1.0)
-    _lw_nb(t - fi, wx)
-    _lw_nb(tv - fj, wv)
-    ix, iv = int(fi), int(fj)
+    return 1, int(fi), t - fi, int(fj), tv - fj, h, num
+
+
+def _combine_py(ix, ux, iv, uv, h, num, zk, T, D, modes, P, wx, wv):
+    """(G, A, g, mu) interpolated in cell (ix, iv) at fractions (ux, uv) (from _locate_py)."""
+    _lw_nb(ux, wx)
+    _lw_nb(uv, wv)
+    odd = P[9] == 1.0
     u1, u2, u3 = np.uint64(1), np.uint64(2), np.uint64(3)
     # 1-D table: rows ix..ix+7
     nc = np.uint64(int(P[10]))
@@ -129,13 +156,15 @@ def _eval_py(z, zk, T, D, modes, P, wx, wv):
     else:
         G = g * d2 + num * RN
     mu = 0.0 if odd else math.sqrt(g) * d3
-    return True, G, A, g, mu
+    return G, A, g, mu
 
 
 def _traj_py(kind, sw2, sb2, L, c0, q0, alphas, T, D, modes, P):
     """Fused equal-norm two-input recursion (the blocks' two_input_step) for every alpha:
-    layers outside, alphas inside (independent alphas overlap in the CPU pipeline).
-    Returns q, k, log_dk, ok (False: the trajectory left the table and was stopped there). With the
+    layers outside, alphas inside, in stages (cell location; interpolation; update), each a
+    short loop over the alphas so that independent alphas overlap in the CPU pipeline (one
+    evaluation is a long dependency chain: ~1.7x slower as one loop body). Same arithmetic as
+    _eval_py. Returns q, k, log_dk, ok (False: the trajectory left the table and was stopped there). With the
     homogeneous-limit continuation (P[11] = 1) a trajectory whose (z, zk) overflows (not finite) ends
     there with q = k = log_dk = NaN and ok True: the NumPy path gives NaN from there on as well."""
     n = alphas.size
@@ -146,9 +175,14 @@ def _traj_py(kind, sw2, sb2, L, c0, q0, alphas, T, D, modes, P):
     wx, wv = np.empty(_ORDER), np.empty(_ORDER)
     odd = P[9] == 1.0
     cf = sw2 * sw2 if kind == 2 else sw2
+    ST = np.zeros(n, dtype=np.int64)
+    IX, IV, HH = np.zeros(n, dtype=np.int64), np.zeros(n, dtype=np.int64), np.zeros(n, dtype=np.int64)
+    UX, UV, NUM, ZK = np.zeros(n), np.zeros(n), np.zeros(n), np.zeros(n)
+    GG, AA, gg, MU = np.zeros(n), np.zeros(n), np.zeros(n), np.zeros(n)
     for _ in range(L):
         alive = False
-        for i in range(n):
+        for i in range(n):              # stage 1: cells (or the homogeneous limit, or stop)
+            ST[i] = 0
             if not OK[i] or DONE[i]:
                 continue
             q, k = Q[i], K[i]
@@ -156,14 +190,30 @@ def _traj_py(kind, sw2, sb2, L, c0, q0, alphas, T, D, modes, P):
                 z, zk = q, k
             else:
                 z, zk = sw2 * q + sb2, sw2 * k + sb2
-            ok, G, A, g, mu = _eval_nb(z, zk, T, D, modes, P, wx, wv)
-            if not ok:
+            s, ix, ux, iv, uv, h, num = _locate_nb(z, zk, P)
+            if s == 0:
                 if P[11] == 1.0 and not (math.isfinite(z) and math.isfinite(zk)):
                     Q[i], K[i], LG[i], PR[i] = math.nan, math.nan, math.nan, 1.0
                     DONE[i] = True
                 OK[i] = DONE[i]
                 continue
             alive = True
+            ST[i] = s
+            if s == 2:
+                GG[i], AA[i], gg[i], MU[i] = _asym_nb(z, zk, P[12], P[13], P[14])
+            else:
+                IX[i], IV[i], UX[i], UV[i], HH[i], NUM[i], ZK[i] = ix, iv, ux, uv, h, num, zk
+        if not alive:
+            break
+        for i in range(n):              # stage 2: interpolation
+            if ST[i] == 1:
+                GG[i], AA[i], gg[i], MU[i] = _combine_nb(IX[i], UX[i], IV[i], UV[i], HH[i], NUM[i], ZK[i],
+                                                         T, D, modes, P, wx, wv)
+        for i in range(n):              # stage 3: the recursion
+            if ST[i] == 0:
+                continue
+            q, k = Q[i], K[i]
+            G, A, g, mu = GG[i], AA[i], gg[i], MU[i]
             a = alphas[i]
             a2 = a * a
             f = 1.0 + a2 * cf * A
@@ -187,8 +237,6 @@ def _traj_py(kind, sw2, sb2, L, c0, q0, alphas, T, D, modes, P):
             else:
                 Q[i] = q + a2 * (sw2 * g + sb2)
                 K[i] = k + a2 * (sw2 * G + sb2)
-        if not alive:
-            break
     for i in range(n):
         LG[i] += math.log(PR[i])
     return Q, K, LG, OK
@@ -224,13 +272,14 @@ def _log_g_scalar_py(x, D, P):
 
 
 _lw_nb, _eval_nb, _asym_nb = _lw_py, _eval_py, _asym_py   # compiled in _compiled()
+_locate_nb, _combine_nb = _locate_py, _combine_py
 _NB = None                      # (trajectory kernel, scalar pair) once compiled; False: unavailable
 
 
 def _compiled(load=True):
     """(trajectory kernel, scalar pair function), compiled with numba (cache=True), or None when
     numba is absent, RESSCALE_NO_NUMBA is set, or ``load`` is False and they are not loaded yet."""
-    global _NB, _lw_nb, _eval_nb, _asym_nb
+    global _NB, _lw_nb, _eval_nb, _asym_nb, _locate_nb, _combine_nb
     if os.environ.get("RESSCALE_NO_NUMBA"):
         return None
     if _NB is not None or not load:
@@ -243,10 +292,12 @@ def _compiled(load=True):
                 opts = dict(cache=True, fastmath={"contract"}, error_model="numpy", nogil=True)
                 inl = numba.njit(inline="always", **opts)
                 _lw_nb, _asym_nb = inl(_lw_py), inl(_asym_py)
+                _locate_nb, _combine_nb = inl(_locate_py), inl(_combine_py)
                 _eval_nb = inl(_eval_py)
                 _NB = (numba.njit(**opts)(_traj_py), numba.njit(**opts)(_pair_scalar_py),
                        numba.njit(**opts)(_log_g_scalar_py))
             except Exception:
                 _lw_nb, _eval_nb, _asym_nb = _lw_py, _eval_py, _asym_py
+                _locate_nb, _combine_nb = _locate_py, _combine_py
                 _NB = False
     return _NB or None
