@@ -194,8 +194,8 @@ def test_bad_order():
     for bad in (0, 3, 2.0, "2", True, None):
         with pytest.raises(ValueError, match="order"):
             rs.finite_width(net, width=16, K0=K0, order=bad)
-    with pytest.raises(NotImplementedError, match="order=2"):
-        rs.finite_width(_net(block="full", activation="erf"), width=16, K0=K0, order=2)
+    with pytest.raises(NotImplementedError, match="order=2.*smooth built-in"):   # Sec. 4.12.5: relu refused
+        rs.finite_width(_net(block="full", activation="relu"), width=16, K0=K0, order=2)
 
 
 def test_cli_order2_and_warning():
@@ -209,7 +209,7 @@ def test_cli_order2_and_warning():
     r = CliRunner().invoke(app, ["finite", "--block", "two_layer", "--activation", "relu", "--depth", "4",
                                  "--width", "256", "--order", "2"])
     assert r.exit_code == 0 and "warning" not in r.output.lower()
-    r = CliRunner().invoke(app, ["finite", "--block", "full", "--order", "2"])
+    r = CliRunner().invoke(app, ["finite", "--block", "full", "--activation", "relu", "--order", "2"])
     assert r.exit_code == 2 and "order" in r.output
 
 

@@ -9,6 +9,7 @@ from .full import _full_or_ff
 from .interpolated import full_block_interpolated  # Sec. 4.9, Eq. 4.61-4.65
 from .reduced import reduced_block_theory  # Sec. 4.8, Eq. 4.40-4.52
 from .next_order import check_cost, check_next_order, next_order_theory  # Sec. 4.12
+from .full_next_order import check_full_cost, full_next_order  # Sec. 4.12.5
 from .result import FiniteWidthResult
 from .two_layer import two_layer_block_theory  # Sec. 4.11, Eq. 4.70-4.75
 
@@ -64,7 +65,7 @@ def estimate_memory(net, P, method, mean_shift=True, n_nodes=32):
 
 
 def finite_width(net, width=None, X=None, K0=None, mean_shift=True, n_r=12, n_t=8, method="auto",
-                 n_nodes=32, order=1) -> FiniteWidthResult:
+                 n_nodes=32, order=1, next_order_samples=None, next_order_seed=0) -> FiniteWidthResult:
     """1/N theory of the output kernel: K^L, M^L and V^L (docs/theory.md Sec. 4).
 
     Parameters
@@ -92,6 +93,12 @@ def finite_width(net, width=None, X=None, K0=None, mean_shift=True, n_r=12, n_t=
         C(P, 4) four-input sub-kernels, Eq. 4.98, refused with a cost estimate above
         ``next_order.MAX_SECONDS``) | "resummed" (order 2 plus the non-perturbative moment-closure
         prediction of Sec. 4.12.3, ``resummed_covariance`` / ``resummed_mean``, P <= 3).
+        Block "full" (smooth built-in phi: erf, tanh, gelu, linear): V1, M2 from the fourth-order von
+        Mises expansion integrated by randomized quasi-Monte-Carlo (Sec. 4.12.5, Eq. 4.107-4.109);
+        their integration standard errors are in ``extras["next_order_se"]``, and the leading order
+        re-integrated from the same seeds (a check against V, M) in ``extras["next_order_check"]``.
+    next_order_samples : int (power of 2), seed pairs per Sobol scramble for the full block's order 2
+        (default 2^13 x 8 scrambles; the SE falls like 1/sqrt(samples)). next_order_seed : its seed.
 
     Returns
     -------
@@ -101,7 +108,7 @@ def finite_width(net, width=None, X=None, K0=None, mean_shift=True, n_r=12, n_t=
     above) raises OverflowError naming the parameter(s) that set the scale.
     """
     width = _check_width(width)
-    order = check_next_order(net, order, resummed=True)
+    order = check_next_order(net, order, resummed=True, full=True)
     K0 = input_kernel(net, X=X, K0=K0)
     n_r = check_int("n_r", n_r, lo=4, hi=30)
     n_t = check_int("n_t", n_t, lo=2, hi=64)
@@ -114,7 +121,9 @@ def finite_width(net, width=None, X=None, K0=None, mean_shift=True, n_r=12, n_t=
                          "or declare a smooth phi (see resscale.activations.from_callable)")
     method = resolve_method(net, method)
     P = K0.shape[0]
-    if order != 1:   # Sec. 4.12: cost of the next-order recursion (Eq. 4.98)
+    if order != 1 and net.block == "full":   # Sec. 4.12.5: cost of the von Mises integration
+        check_full_cost(P, net.depth, next_order_samples)
+    elif order != 1:   # Sec. 4.12: cost of the next-order recursion (Eq. 4.98)
         check_cost(P, net.depth, what="K0" if X is None else "X")
     check_memory("depth or P (number of inputs); or use method='interpolated'",
                  estimate_memory(net, P, method, mean_shift, n_nodes), f"finite_width(method={method!r})")
@@ -138,7 +147,13 @@ def finite_width(net, width=None, X=None, K0=None, mean_shift=True, n_r=12, n_t=
     if order == "resummed":   # Sec. 4.12.3 (first: its refusals are cheap)
         from .resummed import resummed_theory
         res = resummed_theory(net, K0, width, n_r=n_r, n_t=n_t)
-    nxt = next_order_theory(net, K0, n_r=n_r, n_t=n_t) if order != 1 else {}   # Sec. 4.12
+    if order != 1 and net.block == "full":   # Sec. 4.12.5 (exact V, M as control variates)
+        nxt = full_next_order(net, K0, V=out["V"], M=M, n_samples=next_order_samples, seed=next_order_seed)
+        out["next_order_se"] = dict(V1=nxt["V1_se"], M2=nxt["M2_se"], n_pairs=nxt["n_pairs"])
+        out["next_order_check"] = dict(V_mc=nxt["V_mc"], V_mc_se=nxt["V_mc_se"], M_mc=nxt["M_mc"],
+                                       M_mc_se=nxt["M_mc_se"])
+    else:
+        nxt = next_order_theory(net, K0, n_r=n_r, n_t=n_t) if order != 1 else {}   # Sec. 4.12
     return FiniteWidthResult(net=net, K0=K0, kernel=out["Ks"][-1], mean_shift=M,
                              covariance=out["V"], covariance_independent=out["V_ind"], width=width,
                              order=order, covariance_correction=nxt.get("V1"), mean_shift2=nxt.get("M2"),

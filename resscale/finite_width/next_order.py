@@ -182,9 +182,10 @@ def validity_warning(fw):
             "validated here; increase the width")
 
 
-def check_next_order(net, order, resummed=False):
+def check_next_order(net, order, resummed=False, full=False):
     """Validate ``order`` (1 or 2; with ``resummed`` also "resummed"); order=2 / "resummed" only for the
-    closed-chain blocks."""
+    closed-chain blocks, and (``full=True``: :func:`finite_width` itself) order=2 also for the full block
+    with a smooth built-in activation (Sec. 4.12.5)."""
     if isinstance(order, str) and resummed and order == "resummed":
         if net.block not in RESUMMED_BLOCKS:
             raise NotImplementedError(
@@ -195,11 +196,16 @@ def check_next_order(net, order, resummed=False):
         extra = ' or "resummed" (Sec. 4.12.3)' if resummed else ""
         raise ValueError(f"order must be 1 (leading 1/N theory) or 2 (next order, docs/theory.md "
                          f"Sec. 4.12){extra}, got order={order!r}")
+    if order == 2 and full and net.block == "full":
+        from .full_next_order import check_full_activation
+        check_full_activation(net)
+        return 2
     if order == 2 and net.block not in _ENGINES:
         raise NotImplementedError(
             f"order=2 (the next order in 1/N, docs/theory.md Sec. 4.12) is implemented for the blocks "
             f"{NEXT_ORDER_BLOCKS} (closed Markov chains of the kernel); block={net.block!r} is not "
-            "closed (its next order needs the walk's six/eight-point functions, Sec. 4.12.4): use order=1")
+            "closed" + (" (finite_width(order=2) covers it, Sec. 4.12.5, but this quantity does not)"
+                        if net.block == "full" else "") + ": use order=1")
     return int(order)
 
 

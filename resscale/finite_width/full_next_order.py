@@ -1,0 +1,331 @@
+"""Next order in 1/N for the FULL block: von Mises expansion to fourth order (docs/theory.md Sec. 4.12.5).
+
+The full block is not a closed chain of the kernel (the residual stream keeps per-neuron
+memory), but Khat^L is exactly (in law) a functional T of the empirical measure of N i.i.d.
+neuron seeds omega_i = (u^0, e^1, ..., e^L) (Sec. 4.2, Eq. 4.104):
+
+    x^0 = chol(K0) u^0,  x^l = x^{l-1} + alpha chol(C^l) e^l,
+    C^l = sigma_w2 E_Q[phi(x^{l-1}) phi(x^{l-1})^T] + sigma_b2,   T(Q) = E_Q[x^L x^L^T].
+
+With eps = P_N - P and the canonical (degenerate) kernels f_k = k-th derivative of T at the
+seed law P in the directions delta_omega - P, the V-statistic algebra gives (Eq. 4.107-4.108)
+
+    N Cov(Khat_i, Khat_j) = E f1_i f1_j + (1/N) V1_ij + O(1/N^2),
+    V1_ij = sym E[f1_i(X) f2_j(X, X)] + 1/2 E[f2_i(X, Y) f2_j(X, Y)] + sym E[f1_i(X) f3_j(X, Y, Y)],
+    E Khat = K + M / N + M2 / N^2,   M = 1/2 E f2(X, X),
+    M2 = 1/6 E f3(X, X, X) + 1/8 E f4(X, X, Y, Y)
+
+(sym A_ij = (A_ij + A_ji) / 2; X, Y independent seeds). For a pair of seeds (x, y) the map
+(t, u) -> T(P + t (delta_x - P) + u (delta_y - P)) is explicit: the P-part of the population
+stays a Gaussian walk whose kernel K^l(t, u) follows the mean-field map with the mixed drivers,
+and the two tagged neurons are propagated by hand. It is evaluated in truncated Taylor
+arithmetic (:mod:`.jets`, the box t^3 u^2), which gives every f_k above exactly in one pass.
+The Gaussian integral G(K^l(t, u)) is expanded about the mean-field K^l in the Cholesky
+coordinates of each 2x2 sub-block (Eq. 4.106: moment tensors A_kpq by Gauss-Hermite, once per
+layer), so the P-part costs no quadrature per seed.
+
+The remaining expectations over the seeds (dimension 2 (L + 1) P) are integrated by randomized
+quasi-Monte-Carlo (scrambled Sobol points, R independent scrambles; the spread of the R
+estimates gives the standard error reported with V1 and M2). The integrand uses phi up to its
+5th derivative at the tagged neuron, pointwise: a kinked phi (relu) has delta terms in f3, f4
+that this pointwise evaluation cannot see, so the full block's next order is limited to the
+smooth built-ins (erf, tanh, gelu, linear) and refuses others.
+"""
+from __future__ import annotations
+
+import math
+import os
+
+import numpy as np
+from scipy.special import ndtri
+from scipy.stats import qmc
+
+from ..kernel_recursion import mean_field_kernel
+from . import jets as J
+
+__all__ = ["full_next_order", "FULL_NEXT_ORDER_ACTIVATIONS", "estimate_full_seconds", "DEFAULT_SAMPLES"]
+
+FULL_NEXT_ORDER_ACTIVATIONS = J.SMOOTH_BUILTINS
+DEFAULT_SAMPLES = 2 ** 13          # seed pairs per scramble
+DEFAULT_SCRAMBLES = 8
+_GH = 40                           # Gauss-Hermite order of the moment tensors
+# measured seconds per (seed pair x layer) on the 2-core machine, P = 2 / 3 (batch 1024)
+_SEC_PER_PAIR_LAYER = {1: 5e-6, 2: 1.3e-5, 3: 3.5e-5}
+
+
+def estimate_full_seconds(P, depth, n_pairs):
+    """Rough run time of :func:`full_next_order` (seconds)."""
+    return _SEC_PER_PAIR_LAYER.get(P, 3.5e-5 * (P / 3.0) ** 3) * depth * n_pairs
+
+
+def _samples(n_samples):
+    n = n_samples if n_samples is not None else int(os.environ.get("RESSCALE_FULL_NO_SAMPLES", DEFAULT_SAMPLES))
+    if isinstance(n, (bool, np.bool_)) or not isinstance(n, (int, np.integer)) or n < 2 or n & (n - 1):
+        raise ValueError(f"next_order_samples must be a power of 2 >= 2 (Sobol points per scramble), got {n!r}")
+    return int(n)
+
+
+def check_full_cost(P, depth, n_samples=None, n_scrambles=DEFAULT_SCRAMBLES):
+    """ValueError when the full block's order-2 integration is estimated above the limit
+    (``next_order.MAX_SECONDS``, env RESSCALE_NEXT_ORDER_MAX_S); returns the estimate in seconds."""
+    from .next_order import MAX_SECONDS
+    n = _samples(n_samples)
+    lim = float(os.environ.get("RESSCALE_NEXT_ORDER_MAX_S", MAX_SECONDS))
+    est = estimate_full_seconds(P, depth, n * n_scrambles)
+    if est > lim:
+        raise ValueError(
+            f"order=2 for block='full' with P={P} inputs, depth={depth} and {n} x {n_scrambles} seed pairs "
+            f"(Sec. 4.12.5) is estimated at ~{est:.3g} s > the limit {lim:g} s (RESSCALE_NEXT_ORDER_MAX_S): "
+            "use fewer inputs, a shallower net, fewer next_order_samples, order=1, or raise the limit")
+    return est
+
+
+def check_full_activation(net):
+    name = net.phi.name
+    if name not in FULL_NEXT_ORDER_ACTIVATIONS or not net.phi.smooth:
+        raise NotImplementedError(
+            f"order=2 for block='full' (docs/theory.md Sec. 4.12.5) evaluates phi's first five "
+            f"derivatives at a tagged neuron, so it needs a smooth built-in activation "
+            f"{FULL_NEXT_ORDER_ACTIVATIONS}; got activation={name!r} (relu's f3, f4 carry delta terms "
+            "that are not implemented): use order=1, or a closed-chain block ('reduced', 'two_layer', "
+            "'feedforward') for which order=2 covers relu")
+
+
+# ------------------------------------------------------------------ P-part: G(K(t,u)) about K*
+def _gh2(n=_GH):
+    z, w = np.polynomial.hermite_e.hermegauss(n)
+    w = w / w.sum()
+    return z, w
+
+
+def _moment_tensors(name, K):
+    """Per pair a <= b of the mean-field kernel K: the Taylor coefficients of G_ab in the
+    Cholesky coordinates (Eq. 4.106).
+
+    off-diagonal: A[k, p, q] = E[phi^(k)(l11 z1) z1^k phi^(p+q)(l21 z1 + l22 z2) z1^p z2^q] / (k! p! q!),
+    diagonal:     B[n] = sum_{k+m=n} E[phi^(k)(l z) phi^(m)(l z) z^n] / (k! m!),   l = sqrt(K_aa).
+    """
+    P = K.shape[0]
+    z, w = _gh2()
+    K5 = J.KMAX
+    fact = [math.factorial(k) for k in range(K5 + 1)]
+    out = {}
+    for a in range(P):
+        l = math.sqrt(K[a, a])
+        d = J.phi_derivatives(name, l * z, K5)
+        B = np.zeros(K5 + 1)
+        for k in range(K5 + 1):
+            for m in range(K5 + 1 - k):
+                B[k + m] += np.sum(w * d[k] * d[m] * z ** (k + m)) / (fact[k] * fact[m])
+        out[(a, a)] = B
+        for b in range(a + 1, P):
+            l11 = math.sqrt(K[a, a])
+            l21 = K[a, b] / l11
+            r = K[b, b] - l21 * l21
+            if r <= 1e-12 * K[b, b]:
+                raise ValueError(
+                    f"order=2 for block='full' needs distinct inputs: rows {a} and {b} of K0 give a "
+                    "singular 2x2 kernel at some layer (|correlation| = 1); drop duplicate inputs")
+            l22 = math.sqrt(r)
+            u = l11 * z[:, None] * np.ones((1, z.size))
+            v = l21 * z[:, None] + l22 * z[None, :]
+            W = w[:, None] * w[None, :]
+            du = J.phi_derivatives(name, u, K5)
+            dv = J.phi_derivatives(name, v, K5)
+            Z1, Z2 = z[:, None] * np.ones((1, z.size)), np.ones((z.size, 1)) * z[None, :]
+            A = np.zeros((K5 + 1,) * 3)
+            for k in range(K5 + 1):
+                fu = W * du[k] * Z1 ** k
+                for p in range(K5 + 1 - k):
+                    for q in range(K5 + 1 - k - p):
+                        A[k, p, q] = np.sum(fu * dv[p + q] * Z1 ** p * Z2 ** q) / (fact[k] * fact[p] * fact[q])
+            out[(a, b)] = (A, (l11, l21, l22))
+    return out
+
+
+def _G_jet(Kj, tensors, P):
+    """E_P[phi phi^T] at the jet kernel Kj (B, P, P, NC) from the moment tensors about its constant term."""
+    B = Kj.shape[0]
+    G = np.zeros((B, P, P, J.NC))
+    K5 = J.KMAX
+    for a in range(P):
+        l = J.sqrt(Kj[:, a, a])
+        dl = l.copy()
+        dl[..., 0] = 0.0
+        pw = J.powers(dl)
+        co = tensors[(a, a)]
+        G[:, a, a] = sum(co[n] * pw[n] for n in range(K5 + 1))
+        for b in range(a + 1, P):
+            A, _ = tensors[(a, b)]
+            l11 = J.sqrt(Kj[:, a, a])
+            l21 = J.mul(Kj[:, a, b], J.recip(l11))
+            l22 = J.sqrt(Kj[:, b, b] - J.mul(l21, l21))
+            d = []
+            for x in (l11, l21, l22):
+                x = x.copy()
+                x[..., 0] = 0.0
+                d.append(J.powers(x))
+            acc = np.zeros((B, J.NC))
+            for k in range(K5 + 1):
+                for p in range(K5 + 1 - k):
+                    inner = sum(A[k, p, q] * d[2][q] for q in range(K5 + 1 - k - p))
+                    y = d[0][k] if p == 0 else (d[1][p] if k == 0 else J.mul(d[0][k], d[1][p]))
+                    acc = acc + J.mul(y, inner)
+            G[:, a, b] = acc
+            G[:, b, a] = acc
+    return G
+
+
+# ------------------------------------------------------------------ the jet of T along two seeds
+def _phi_jet(name, xj):
+    return J.compose(J.phi_derivatives(name, xj[..., 0], J.KMAX), xj)
+
+
+def kernel_jet(net, K0, seeds_x, seeds_y, tensors=None, Ks=None):
+    """T(P + t (delta_x - P) + u (delta_y - P)) as a jet (B, P, P, NC) (Eq. 4.104-4.105).
+
+    seeds_*: (B, L + 1, P) standard normals (u^0, e^1, ..., e^L) of the two tagged neurons."""
+    L, P = net.depth, K0.shape[0]
+    B = seeds_x.shape[0]
+    a, sw2, sb2 = net.alpha, net.sigma_w2, net.sigma_b2
+    name = net.phi.name
+    if Ks is None:
+        Ks = mean_field_kernel(net, K0=K0, all_layers=True)
+    if tensors is None:
+        tensors = [_moment_tensors(name, Ks[l]) for l in range(L)]
+    t, u = J.var(0, (B,)), J.var(1, (B,))
+    wP = J.const(np.ones(B)) - t - u                       # weight of the P-part
+    L0 = np.linalg.cholesky(K0)
+    x = J.const(seeds_x[:, 0] @ L0.T)                      # (B, P, NC)
+    y = J.const(seeds_y[:, 0] @ L0.T)
+    Kj = np.broadcast_to(J.const(K0), (B, P, P, J.NC)).copy()
+    for l in range(1, L + 1):
+        Gp = _G_jet(Kj, tensors[l - 1], P)
+        px, py = _phi_jet(name, x), _phi_jet(name, y)
+        EQ = (J.mul(wP[:, None, None], Gp) + J.mul(t[:, None, None], J.outer(px, px))
+              + J.mul(u[:, None, None], J.outer(py, py)))
+        C = sw2 * EQ
+        C[..., 0] += sb2
+        Lc = J.cholesky(C)
+        Kj = Kj + a * a * C
+        x = x + a * np.einsum("bijc,bj->bic", Lc, seeds_x[:, l])
+        y = y + a * np.einsum("bijc,bj->bic", Lc, seeds_y[:, l])
+    return (J.mul(wP[:, None, None], Kj) + J.mul(t[:, None, None], J.outer(x, x))
+            + J.mul(u[:, None, None], J.outer(y, y)))
+
+
+def _pair_terms(F, ent):
+    """Per seed pair: the integrands of V, M, V1, M2 (Eq. 4.107-4.108) on the kernel entries ``ent``
+    (flat indices a P + b, a <= b), and the zero-mean controls (Eq. 4.109)."""
+    B, P = F.shape[0], F.shape[1]
+    c = F.reshape(B, P * P, J.NC)[:, ent]
+    g = lambda i, j: c[:, :, J.idx(i, j)]                               # noqa: E731
+    f1x, f1y = g(1, 0), g(0, 1)
+    f2xx, f2yy, f2xy = 2 * g(2, 0), 2 * g(0, 2), g(1, 1)
+    f3xxx, f3xyy, f3yxx = 6 * g(3, 0), 2 * g(1, 2), 2 * g(2, 1)
+    f4 = 4 * g(2, 2)
+    o = lambda p, q: p[:, :, None] * q[:, None, :]                      # noqa: E731
+    sym = lambda A: 0.5 * (A + np.swapaxes(A, -1, -2))                  # noqa: E731
+    V = 0.5 * (o(f1x, f1x) + o(f1y, f1y))
+    M = 0.25 * (f2xx + f2yy)
+    V1 = (sym(0.5 * (o(f1x, f2xx) + o(f1y, f2yy))) + 0.5 * o(f2xy, f2xy)
+          + sym(0.5 * (o(f1x, f3xyy) + o(f1y, f3yxx))))
+    M2 = f3xxx / 6.0 + f4 / 8.0
+    # controls with known mean: E f1 = E f2(X, Y) = E_X f3(X, Y, Y) = 0 (degenerate kernels), and
+    # the products of independent / degenerate factors below (mean 0); V, M: known exactly
+    zero = [f1x, f1y, f2xy, f3xyy, f3yxx, o(f1x, f1y).reshape(B, -1), o(f2xy, f1x).reshape(B, -1),
+            o(f2xy, f1y).reshape(B, -1)]
+    return dict(V=V, M=M, V1=V1, M2=M2, zero=np.concatenate(zero, 1))
+
+
+def full_next_order(net, K0, V=None, M=None, n_samples=None, n_scrambles=None, seed=0, batch=1024,
+                    progress=None):
+    """V1, M2 of the full block by the fourth-order von Mises expansion (Eq. 4.107-4.109).
+
+    ``V``, ``M``: the exact leading-order covariance and mean shift (``finite_width``), used as
+    control variates (Eq. 4.109); without them only the zero-mean controls are used.
+    Returns dict(V1 (P,P,P,P), M2 (P,P), V1_se, M2_se (integration standard errors over
+    scrambles, after the control variates), V_mc, M_mc, V_mc_se, M_mc_se (the leading order
+    from the same seeds without controls: a built-in check against the walk theory), n_pairs).
+    ``n_samples``: seed pairs per scramble (a power of 2, default 2^13, env
+    RESSCALE_FULL_NO_SAMPLES); ``n_scrambles``: independent Sobol scrambles (default 8).
+    """
+    check_full_activation(net)
+    K0 = np.asarray(K0, dtype=float)
+    L, P = net.depth, K0.shape[0]
+    n = _samples(n_samples)
+    R = int(n_scrambles or DEFAULT_SCRAMBLES)
+    if R < 2:
+        raise ValueError(f"n_scrambles must be >= 2 (the standard error needs the spread), got {R}")
+    Ks = mean_field_kernel(net, K0=K0, all_layers=True)
+    tensors = [_moment_tensors(net.phi.name, Ks[l]) for l in range(L)]
+    pairs = [(a, b) for a in range(P) for b in range(a, P)]
+    ent = np.array([a * P + b for a, b in pairs])
+    nk = len(pairs)
+    iu = np.triu_indices(nk)
+    known = []
+    if V is not None:
+        known.append(np.asarray(V, dtype=float).reshape(P * P, P * P)[np.ix_(ent, ent)][iu])
+    if M is not None:
+        known.append(np.asarray(M, dtype=float).reshape(-1)[ent])
+    dim = 2 * (L + 1) * P
+    stats = []          # per scramble: sums of y, x and of the raw V, M integrands
+    ss = np.random.SeedSequence(seed)
+    for r, child in enumerate(ss.spawn(R)):
+        sob = qmc.Sobol(d=dim, scramble=True, seed=np.random.default_rng(child))
+        acc = None
+        done = 0
+        while done < n:
+            m = min(batch, n - done)
+            pts = sob.random(m)
+            Z = ndtri(np.clip(pts, 1e-16, 1 - 1e-16)).reshape(m, 2, L + 1, P)
+            t = _pair_terms(kernel_jet(net, K0, Z[:, 0], Z[:, 1], tensors=tensors, Ks=Ks), ent)
+            y = np.concatenate([t["V1"][:, iu[0], iu[1]], t["M2"]], 1)
+            raw = np.concatenate([t["V"][:, iu[0], iu[1]], t["M"]], 1)
+            ctl = [t["zero"]]
+            if V is not None:
+                ctl.append(t["V"][:, iu[0], iu[1]] - known[0])
+            if M is not None:
+                ctl.append(t["M"] - known[-1])
+            x = np.concatenate(ctl, 1)
+            part = dict(y=y.sum(0), x=x.sum(0), xx=x.T @ x, xy=x.T @ y, raw=raw.sum(0), raw2=(raw * raw).sum(0))
+            acc = part if acc is None else {k: acc[k] + part[k] for k in acc}
+            done += m
+            if progress is not None:
+                progress((r * n + done) / (R * n))
+        stats.append(acc)
+    # pooled regression of y on the controls (all of known mean 0), then per-scramble estimates
+    N_all = n * R
+    sx = sum(a["x"] for a in stats)
+    sy = sum(a["y"] for a in stats)
+    Sxx = sum(a["xx"] for a in stats) - np.outer(sx, sx) / N_all
+    Sxy = sum(a["xy"] for a in stats) - np.outer(sx, sy) / N_all
+    scale = np.sqrt(np.maximum(np.diag(Sxx), 1e-300))
+    beta = (np.linalg.pinv(Sxx / np.outer(scale, scale), rcond=1e-10) @ (Sxy / scale[:, None])) / scale[:, None]
+    est = np.array([a["y"] / n - (a["x"] / n) @ beta for a in stats])
+    mean, se = est.mean(0), est.std(0, ddof=1) / math.sqrt(R)
+    raw = np.array([a["raw"] / n for a in stats])
+    nv = len(iu[0])
+
+    def unpack4(v):
+        T = np.zeros((nk, nk))
+        T[iu] = v
+        T = T + T.T - np.diag(np.diag(T))
+        out = np.zeros((P,) * 4)
+        for i, (a, b) in enumerate(pairs):
+            for j, (c, d) in enumerate(pairs):
+                for (p, q) in {(a, b), (b, a)}:
+                    for (r_, s_) in {(c, d), (d, c)}:
+                        out[p, q, r_, s_] = T[i, j]
+        return out
+
+    def unpack2(v):
+        out = np.zeros((P, P))
+        for i, (a, b) in enumerate(pairs):
+            out[a, b] = out[b, a] = v[i]
+        return out
+
+    return dict(V1=unpack4(mean[:nv]), V1_se=unpack4(se[:nv]), M2=unpack2(mean[nv:]), M2_se=unpack2(se[nv:]),
+                V_mc=unpack4(raw.mean(0)[:nv]), V_mc_se=unpack4(raw.std(0, ddof=1)[:nv] / math.sqrt(R)),
+                M_mc=unpack2(raw.mean(0)[nv:]), M_mc_se=unpack2(raw.std(0, ddof=1)[nv:] / math.sqrt(R)),
+                n_pairs=N_all)
