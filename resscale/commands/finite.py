@@ -31,8 +31,11 @@ def register(app: typer.Typer) -> None:
         method: str = typer.Option("auto", help="auto, exact or interpolated (full block: node layers, "
                                                 "docs/theory.md Sec. 4.9; auto = interpolated for L > 64)."),
         as_json: bool = typer.Option(False, "--json", help="Print JSON."),
-        order: int = typer.Option(1, "--order", help="1: leading 1/N theory; 2: also the next order V1, M2 "
-                                                     "(two_layer, reduced and feedforward blocks; docs/theory.md Sec. 4.12)."),
+        order: str = typer.Option("1", "--order", help="1: leading 1/N theory; 2: also the next order V1, M2 "
+                                                     "(all blocks; full block: smooth built-in activations, "
+                                                     "integrated by quasi-Monte-Carlo, docs/theory.md Sec. 4.12.5); "
+                                                     "resummed: order 2 plus the cumulant-closure prediction "
+                                                     "(two_layer, reduced; Sec. 4.12.3)."),
     ):
         """Finite-width kernel statistics: mean-field K, mean shift M, covariance V."""
         import numpy as np
@@ -42,6 +45,10 @@ def register(app: typer.Typer) -> None:
         from ..inputs import two_input_kernel
         from ..network import ResNet
 
+        if order not in ("1", "2", "resummed"):
+            typer.echo(f"Error: --order must be 1, 2 or resummed, got {order!r}", err=True)
+            raise typer.Exit(2)
+        order = order if order == "resummed" else int(order)
         try:
             net = ResNet(depth=depth, alpha=alpha, sigma_w2=sigma_w2, sigma_b2=sigma_b2,
                          activation=activation, block=block)
@@ -51,7 +58,7 @@ def register(app: typer.Typer) -> None:
             typer.echo(f"Error: {exc}", err=True)
             raise typer.Exit(2)
         validity_note = None
-        if width is not None and net.block in NEXT_ORDER_BLOCKS:
+        if width is not None and (net.block in NEXT_ORDER_BLOCKS or order != 1):
             validity_note = validity_warning(fw)
             if validity_note and not as_json:
                 typer.echo(validity_note, err=True)
@@ -59,9 +66,14 @@ def register(app: typer.Typer) -> None:
             d = fw.to_dict()
             if validity_note is not None:
                 d["warning"] = validity_note
-            if width is not None and order == 2:
+            if width is not None and order != 1:
                 d["predicted_covariance"] = fw.predicted_covariance.tolist()
                 d["expansion_parameter"] = fw.expansion_parameter
+            if "next_order_se" in fw.extras:
+                d["covariance_correction_se"] = fw.extras["next_order_se"]["V1"].tolist()
+                d["mean_shift2_se"] = fw.extras["next_order_se"]["M2"].tolist()
+            if fw.resummed_covariance is not None:
+                d["resummed_covariance"] = fw.resummed_covariance.tolist()
             d["method"] = fw.extras.get("method")
             d["interp_error"] = fw.extras.get("interp_error")
             if width is not None and not no_mean:
@@ -84,10 +96,19 @@ def register(app: typer.Typer) -> None:
         typer.echo(str(np.array([[fw.covariance_independent[a + c] for c in iu] for a in iu])))
         if width is not None and not no_mean:
             typer.echo(f"E[Khat^L] at N={width}:\n{fw.expected_kernel}")
-        if order == 2:
+        if order != 1:
             typer.echo(f"M2^L (E Khat = K + M/N + M2/N^2):\n{fw.mean_shift2}")
             typer.echo("V1^L (N Cov = V + V1/N), rows/cols ab = 11, 12, 22:")
             typer.echo(str(np.array([[fw.covariance_correction[a + c] for c in iu] for a in iu])))
+            se = fw.extras.get("next_order_se")
+            if se is not None:
+                typer.echo(f"integration standard errors (quasi-Monte-Carlo, {se['n_pairs']} seed pairs; "
+                           "docs/theory.md Sec. 4.12.5): V1 above +-")
+                typer.echo(str(np.array([[se["V1"][a + c] for c in iu] for a in iu])))
+                typer.echo(f"M2 +-\n{se['M2']}")
+            if fw.resummed_covariance is not None and width is not None:
+                typer.echo(f"resummed N Cov at N={width} (cumulant closure, Sec. 4.12.3):")
+                typer.echo(str(np.array([[fw.resummed_covariance[a + c] for c in iu] for a in iu])))
             if width is not None:
                 typer.echo(f"predicted N Cov at N={width} (V + V1/N):")
                 typer.echo(str(np.array([[fw.predicted_covariance[a + c] for c in iu] for a in iu])))

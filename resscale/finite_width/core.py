@@ -98,7 +98,7 @@ def finite_width(net, width=None, X=None, K0=None, mean_shift=True, n_r=12, n_t=
         their integration standard errors are in ``extras["next_order_se"]``, and the leading order
         re-integrated from the same seeds (a check against V, M) in ``extras["next_order_check"]``.
     next_order_samples : int (power of 2), seed pairs per Sobol scramble for the full block's order 2
-        (default 2^13 x 8 scrambles; the SE falls like 1/sqrt(samples)). next_order_seed : its seed.
+        (default 2^12 x 16 scrambles; the SE falls like 1/sqrt(samples)). next_order_seed : its seed.
 
     Returns
     -------

@@ -21,8 +21,8 @@ stays a Gaussian walk whose kernel K^l(t, u) follows the mean-field map with the
 and the two tagged neurons are propagated by hand. It is evaluated in truncated Taylor
 arithmetic (:mod:`.jets`, the box t^3 u^2), which gives every f_k above exactly in one pass.
 The Gaussian integral G(K^l(t, u)) is expanded about the mean-field K^l in the Cholesky
-coordinates of each 2x2 sub-block (Eq. 4.106: moment tensors A_kpq by Gauss-Hermite, once per
-layer), so the P-part costs no quadrature per seed.
+coordinates of each 2x2 sub-block (Eq. 4.106: moment tensors A_kpq by composite Gauss-Legendre,
+once per layer), so the P-part costs no quadrature per seed.
 
 The remaining expectations over the seeds (dimension 2 (L + 1) P) are integrated by randomized
 quasi-Monte-Carlo (scrambled Sobol points, R independent scrambles; the spread of the R
@@ -46,9 +46,9 @@ from . import jets as J
 __all__ = ["full_next_order", "FULL_NEXT_ORDER_ACTIVATIONS", "estimate_full_seconds", "DEFAULT_SAMPLES"]
 
 FULL_NEXT_ORDER_ACTIVATIONS = J.SMOOTH_BUILTINS
-DEFAULT_SAMPLES = 2 ** 13          # seed pairs per scramble
-DEFAULT_SCRAMBLES = 8
-_GH = 40                           # Gauss-Hermite order of the moment tensors
+DEFAULT_SAMPLES = 2 ** 12          # seed pairs per scramble
+DEFAULT_SCRAMBLES = 16
+_MAX_PANELS = 400                  # composite Gauss-Legendre panels per axis (moment tensors)
 # measured seconds per (seed pair x layer) on the 2-core machine, P = 2 / 3 (batch 1024)
 _SEC_PER_PAIR_LAYER = {1: 5e-6, 2: 1.3e-5, 3: 3.5e-5}
 
@@ -92,10 +92,17 @@ def check_full_activation(net):
 
 
 # ------------------------------------------------------------------ P-part: G(K(t,u)) about K*
-def _gh2(n=_GH):
-    z, w = np.polynomial.hermite_e.hermegauss(n)
-    w = w / w.sum()
-    return z, w
+def _normal_rule(width):
+    """Nodes and weights of E[f(z)], z ~ N(0, 1), resolving features of f of size ``width`` in z:
+    composite 8-point Gauss-Legendre on [-10, 10] (tail mass 2e-23), panels <= width wide."""
+    n_pan = int(min(_MAX_PANELS, max(16, math.ceil(20.0 / max(width, 1e-3)))))
+    x, w = np.polynomial.legendre.leggauss(8)
+    edges = np.linspace(-10.0, 10.0, n_pan + 1)
+    h = 0.5 * np.diff(edges)
+    mid = 0.5 * (edges[1:] + edges[:-1])
+    z = (mid[:, None] + h[:, None] * x[None, :]).ravel()
+    wz = (h[:, None] * w[None, :]).ravel() * np.exp(-0.5 * z * z) / math.sqrt(2.0 * math.pi)
+    return z, wz
 
 
 def _moment_tensors(name, K):
@@ -106,12 +113,12 @@ def _moment_tensors(name, K):
     diagonal:     B[n] = sum_{k+m=n} E[phi^(k)(l z) phi^(m)(l z) z^n] / (k! m!),   l = sqrt(K_aa).
     """
     P = K.shape[0]
-    z, w = _gh2()
     K5 = J.KMAX
     fact = [math.factorial(k) for k in range(K5 + 1)]
     out = {}
     for a in range(P):
         l = math.sqrt(K[a, a])
+        z, w = _normal_rule(1.0 / max(l, 1.0))        # phi's features have size ~1 in u = l z
         d = J.phi_derivatives(name, l * z, K5)
         B = np.zeros(K5 + 1)
         for k in range(K5 + 1):
@@ -127,12 +134,12 @@ def _moment_tensors(name, K):
                     f"order=2 for block='full' needs distinct inputs: rows {a} and {b} of K0 give a "
                     "singular 2x2 kernel at some layer (|correlation| = 1); drop duplicate inputs")
             l22 = math.sqrt(r)
-            u = l11 * z[:, None] * np.ones((1, z.size))
-            v = l21 * z[:, None] + l22 * z[None, :]
-            W = w[:, None] * w[None, :]
-            du = J.phi_derivatives(name, u, K5)
-            dv = J.phi_derivatives(name, v, K5)
-            Z1, Z2 = z[:, None] * np.ones((1, z.size)), np.ones((z.size, 1)) * z[None, :]
+            z1, w1 = _normal_rule(1.0 / max(l11, abs(l21), 1.0))
+            z2, w2 = _normal_rule(1.0 / max(l22, 1.0))
+            Z1, Z2 = np.meshgrid(z1, z2, indexing="ij")
+            W = w1[:, None] * w2[None, :]
+            du = J.phi_derivatives(name, l11 * Z1, K5)
+            dv = J.phi_derivatives(name, l21 * Z1 + l22 * Z2, K5)
             A = np.zeros((K5 + 1,) * 3)
             for k in range(K5 + 1):
                 fu = W * du[k] * Z1 ** k
@@ -247,8 +254,8 @@ def full_next_order(net, K0, V=None, M=None, n_samples=None, n_scrambles=None, s
     Returns dict(V1 (P,P,P,P), M2 (P,P), V1_se, M2_se (integration standard errors over
     scrambles, after the control variates), V_mc, M_mc, V_mc_se, M_mc_se (the leading order
     from the same seeds without controls: a built-in check against the walk theory), n_pairs).
-    ``n_samples``: seed pairs per scramble (a power of 2, default 2^13, env
-    RESSCALE_FULL_NO_SAMPLES); ``n_scrambles``: independent Sobol scrambles (default 8).
+    ``n_samples``: seed pairs per scramble (a power of 2, default 2^12, env
+    RESSCALE_FULL_NO_SAMPLES); ``n_scrambles``: independent Sobol scrambles (default 16).
     """
     check_full_activation(net)
     K0 = np.asarray(K0, dtype=float)
@@ -282,7 +289,7 @@ def full_next_order(net, K0, V=None, M=None, n_samples=None, n_scrambles=None, s
             t = _pair_terms(kernel_jet(net, K0, Z[:, 0], Z[:, 1], tensors=tensors, Ks=Ks), ent)
             y = np.concatenate([t["V1"][:, iu[0], iu[1]], t["M2"]], 1)
             raw = np.concatenate([t["V"][:, iu[0], iu[1]], t["M"]], 1)
-            ctl = [t["zero"]]
+            ctl = [t["zero"]] if not os.environ.get("RESSCALE_FULL_NO_CV") else [t["zero"][:, :1] * 0]
             if V is not None:
                 ctl.append(t["V"][:, iu[0], iu[1]] - known[0])
             if M is not None:
