@@ -132,6 +132,30 @@ def render(rows):
                     f"4 SE of the simulation (largest error {100 * max(r['err_nlo'] for r in at32):.1f}%, "
                     f"largest z {max(r['z_nlo'] for r in at32):.1f}); leading order: largest error "
                     f"{100 * max(r['err_lo'] for r in at32):.1f}%, largest z {max(r['z_lo'] for r in at32):.1f}."]
+        smooth = [r for r in at32 if r["activation"] in ("erf", "tanh")]
+        gel = [r for r in at32 if r["activation"] == "gelu"]
+        small = [r for r in rows if r["activation"] == "gelu" and r["N"] == 16]
+        rng = lambda rs_, k, f=100: f"{f * min(r[k] for r in rs_):.1f}-{f * max(r[k] for r in rs_):.1f}"  # noqa: E731
+        mz = max(r["mz_nlo"] for r in rows)
+        from resscale.finite_width.next_order import VALIDITY
+        bad = [r for r in rows if r["z_nlo"] > 4.0 or r["err_nlo"] > 0.05]
+        above = [r for r in bad if r["eps2"] > VALIDITY[2]]
+        validity = (f"All {len(bad)} rows outside 5% / 4 SE have expansion_parameter (eps^2) above the order-2 "
+                    f"validity threshold {VALIDITY[2]} (`next_order.VALIDITY`), where `resscale finite` warns."
+                    if len(above) == len(bad) else
+                    f"{len(bad) - len(above)} of {len(bad)} rows outside 5% / 4 SE have expansion_parameter below "
+                    f"the order-2 validity threshold {VALIDITY[2]}: the threshold does not cover them.")
+        if smooth and gel and small:
+            out += ["", "Reading (measured): erf and tanh points (J, K, L: the full-block erf rows of the first table; "
+                    f"T): at N = 32 the leading order is {rng(smooth, 'err_lo')}% off ({rng(smooth, 'z_lo', 1)} SE), "
+                    f"the next order {rng(smooth, 'err_nlo')}% ({rng(smooth, 'z_nlo', 1)} SE), and so at N = 16 and 64. "
+                    f"gelu (M: issue 10's case, O): the leading order is {rng(gel, 'err_lo')}% low at N = 32, the next "
+                    f"order leaves {rng(gel, 'err_nlo')}% ({rng(gel, 'z_nlo', 1)} SE); at N = 16 (eps^2 = "
+                    f"{min(r['eps2'] for r in small):.2f}-{max(r['eps2'] for r in small):.2f}) it leaves "
+                    f"{rng(small, 'err_nlo')}%: asymptotic-like, as for the closed chains. {validity} Mean: the simulation resolves N (E Khat - K) to 1-4% of |M| here; "
+                    f"M + M2/N agrees within {mz:.1f} SE on every row (M2's integration SE included) and is not "
+                    "measurably better than M alone (M2's integration SE is large for gelu, Sec. 4.12.5). Not "
+                    "covered: the relu rows of the first table (order 2 refuses relu for the full block, Sec. 4.12.5)."]
     return "\n".join(out) + "\n"
 
 
