@@ -289,7 +289,7 @@ def full_next_order(net, K0, V=None, M=None, n_samples=None, n_scrambles=None, s
             t = _pair_terms(kernel_jet(net, K0, Z[:, 0], Z[:, 1], tensors=tensors, Ks=Ks), ent)
             y = np.concatenate([t["V1"][:, iu[0], iu[1]], t["M2"]], 1)
             raw = np.concatenate([t["V"][:, iu[0], iu[1]], t["M"]], 1)
-            ctl = [t["zero"]] if not os.environ.get("RESSCALE_FULL_NO_CV") else [t["zero"][:, :1] * 0]
+            ctl = [t["zero"]]
             if V is not None:
                 ctl.append(t["V"][:, iu[0], iu[1]] - known[0])
             if M is not None:
