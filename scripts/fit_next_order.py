@@ -266,15 +266,15 @@ def render(results):
     return "\n".join(out)
 
 
-def place_marker(doc=DOC, after="<!-- next-order-issue-10 --> end"):
+def place_marker(doc=DOC, after="<!-- next-order-issue-10 --> end", mark=MARK):
     """First write: put the empty marked section right after the "Next order in 1/N" section
     (write_marked_section would append it at the end of the document)."""
     text = open(doc).read()
-    if MARK in text or after not in text:
+    if mark in text or after not in text:
         return
     head, _, tail = text.partition(after)
     tail = tail[1:] if tail.startswith("\n") else tail
-    atomic_write_bytes(doc, (head + after + "\n\n" + MARK + "\n" + MARK + " end\n" + tail).encode())
+    atomic_write_bytes(doc, (head + after + "\n\n" + mark + "\n" + mark + " end\n" + tail).encode())
 
 
 def main(argv=None):
@@ -284,6 +284,8 @@ def main(argv=None):
     ap.add_argument("--budget-min", type=float, default=15.0, help="MC CPU minutes per point")
     ap.add_argument("--write", action="store_true", help="write the docs/validation.md section")
     ap.add_argument("--render", action="store_true", help="only render the saved results (no MC)")
+    ap.add_argument("--section", default="", help="write to a separate marked section with this suffix "
+                    "(e.g. A: a point run on its own, placed after the main fit section)")
     args = ap.parse_args(argv)
     os.makedirs(CACHE, exist_ok=True)
     names = args.points.split(",")
@@ -299,8 +301,13 @@ def main(argv=None):
     text = render(results)
     print(text)
     if args.write:
-        place_marker(DOC)
-        write_marked_section(DOC, text, MARK)
+        if args.section:
+            mark = MARK.replace("-issue-10", f"-{args.section}-issue-10")
+            place_marker(DOC, mark=mark, after=MARK + " end")
+            write_marked_section(DOC, text.replace("## Next order in 1/N: fit over", "### Next order in 1/N: fit over", 1), mark)
+        else:
+            place_marker(DOC)
+            write_marked_section(DOC, text, MARK)
     return results
 
 
