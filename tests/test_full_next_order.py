@@ -29,8 +29,9 @@ K3 = np.array([[1.0, 0.5, 0.3], [0.5, 1.2, 0.4], [0.3, 0.4, 0.8]])
 # ------------------------------------------------------------------ V-statistic weights (Eq. 4.107-4.108)
 def test_pair_term_weights_on_exact_functional():
     """T(Q) = exp(E_Q X), X = Z^2 - 1 (cumulants k2 = 2, k3 = 8): E exp(Xbar) = exp(N K(1/N)) gives
-    M = k2/2, M2 = k3/6 + k2^2/8; Var exp(Xbar) gives V = k2, V1 = k3 + 3/2 k2^2. Every weight of
-    Eq. 4.107-4.108 enters (a 10% change of any one moves V1 or M2 by >= 3%)."""
+    M = k2/2, M2 = k3/6 + k2^2/8; Var exp(Xbar) gives V = k2, V1 = k3 + 3/2 k2^2; the third cumulant
+    N^2 kappa3 = k3 + 3 k2^2. Every weight of Eq. 4.107-4.108, 4.110 enters (a 10% change of any one moves
+    V1, M2 or kappa3 by >= 3%)."""
     z, w = np.polynomial.hermite_e.hermegauss(40)
     w = w / w.sum()
     Z1, Z2 = np.meshgrid(z, z, indexing="ij")
@@ -39,11 +40,13 @@ def test_pair_term_weights_on_exact_functional():
     m = x[:, None] * J.var(0, (x.size,)) + y[:, None] * J.var(1, (x.size,))
     F = J.compose(np.ones((J.KMAX + 1, x.size)), m)[:, None, None, :]       # exp: all derivatives 1 at 0
     t = FN._pair_terms(F, np.array([0]))
-    E = {k: float(np.einsum("n,n...->...", W, t[k]).sum()) for k in ("V", "M", "V1", "M2")}
+    E = {k: float(np.einsum("n,n...->...", W, t[k]).sum()) for k in ("V", "M", "V1", "M2", "T3")}
     k2, k3 = 2.0, 8.0
     assert np.isclose(E["V"], k2, rtol=1e-10) and np.isclose(E["M"], k2 / 2, rtol=1e-10)
     assert np.isclose(E["V1"], k3 + 1.5 * k2 ** 2, rtol=1e-10)
     assert np.isclose(E["M2"], k3 / 6 + k2 ** 2 / 8, rtol=1e-10)
+    # Eq. 4.110: N^2 kappa3(g(Xbar)) = g'^3 k3 + 3 g'^2 g'' k2^2
+    assert np.isclose(E["T3"], k3 + 3 * k2 ** 2, rtol=1e-10)
     # the zero-mean controls have mean zero
     assert np.allclose(np.einsum("n,nk->k", W, t["zero"]), 0.0, atol=1e-10)
 
@@ -223,8 +226,8 @@ def test_refusals_and_arguments():
         rs.finite_width(rs.ResNet(activation="erf", depth=5000), width=16, K0=K2, order=2, method="exact")
     with pytest.raises(ValueError, match="distinct inputs"):
         rs.finite_width(net, width=16, K0=np.ones((2, 2)), order=2)
-    with pytest.raises(NotImplementedError, match="order"):   # S_N at order 2 stays with the closed chains
-        rs.sensitivity_finite_width(net, 0.5, 1.0, width=8, order=2)
+    with pytest.raises(NotImplementedError, match="smooth built-in"):
+        rs.sensitivity_finite_width(rs.ResNet(activation="relu", depth=3), 0.5, 1.0, width=8, order=2)
 
 
 def test_cli_full_order2():
@@ -257,3 +260,49 @@ def test_gelu_full_against_networks():
     se = np.sqrt(Cse ** 2 + (sel(fw.extras["next_order_se"]["V1"]) / N) ** 2)
     assert np.max(np.abs(lo - C) / Cse) > 6.0
     assert np.max(np.abs(nlo - C) / se) < 4.0
+
+
+def test_sensitivity_order2_full_block():
+    """S_N to O(1/N^2) (Eq. 4.96, 4.110): common random numbers make delta2 smooth in c0 (independent of the
+    difference step), and S_N(order=2) = S_inf + delta/N + delta2/N^2."""
+    from resscale.finite_width.sensitivity import sensitivity_correction, sensitivity_correction2
+    net = rs.ResNet(activation="erf", depth=3, alpha=0.6, sigma_w2=1.5, sigma_b2=0.1)
+    d2 = sensitivity_correction2(net, 0.5, 1.0, n_samples=2 ** 10)
+    assert np.isfinite(d2) and d2 != 0.0
+    assert abs(sensitivity_correction2(net, 0.5, 1.0, dc=4e-3, n_samples=2 ** 10) - d2) < 1e-3 * abs(d2)
+    d1 = sensitivity_correction(net, 0.5, 1.0)
+    S = rs.sensitivity(net, 0.5, 1.0)
+    s2 = rs.sensitivity_finite_width(net, 0.5, 1.0, width=16, order=2)
+    d2_default = sensitivity_correction2(net, 0.5, 1.0)
+    assert np.isclose(s2, S + d1 / 16 + d2_default / 256, rtol=1e-9)
+
+
+@pytest.mark.slow
+def test_sensitivity_order2_full_block_against_networks():
+    """erf, L = 4: N (S_N - S_inf) from 4e5 simulated networks per c0 (pathwise, common random numbers,
+    Richardson in the c0 step) at N = 16 is several SE from delta (leading order) and within 4 SE of
+    delta + delta2/N."""
+    import os
+    import sys
+    sys.path.insert(0, os.path.join(os.path.dirname(__file__), "..", "scripts"))
+    from validate_finite_width import simulate_full
+
+    from resscale.finite_width.sensitivity import sensitivity_correction, sensitivity_correction2
+    from resscale.inputs import two_input_kernel
+    net = rs.ResNet(activation="erf", depth=4, alpha=0.6, sigma_w2=1.5, sigma_b2=0.1)
+    c0, h, N, S = 0.5, 0.02, 16, 400_000
+    S_inf = rs.sensitivity(net, c0, 1.0)
+    d1, d2 = sensitivity_correction(net, c0, 1.0), sensitivity_correction2(net, c0, 1.0)
+    vals = []
+    for hh in (-h, -h / 2, h / 2, h):
+        K0 = two_input_kernel(c0 + hh, 1.0)
+        fw = rs.finite_width(net, K0=K0, method="exact")
+        th = dict(Ks=fw.extras["Ks"], A=fw.extras["A"], G=fw.extras["G"])
+        Kh, _ = simulate_full(net, K0, N, S, 139, th, chunk=20000)
+        vals.append(Kh[:, 0, 1] / np.sqrt(Kh[:, 0, 0] * Kh[:, 1, 1]))
+    c = np.stack(vals, 1)
+    r = (4 * (c[:, 2] - c[:, 1]) / h - (c[:, 3] - c[:, 0]) / (2 * h)) / 3
+    y, se = N * (r.mean() - S_inf), N * r.std() / math.sqrt(r.size)
+    assert abs(y - d1) / se > 5.0
+    assert abs(y - d1 - d2 / N) / se < 4.0
+

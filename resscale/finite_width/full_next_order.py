@@ -238,11 +238,15 @@ def _pair_terms(F, ent):
     V1 = (sym(0.5 * (o(f1x, f2xx) + o(f1y, f2yy))) + 0.5 * o(f2xy, f2xy)
           + sym(0.5 * (o(f1x, f3xyy) + o(f1y, f3yxx))))
     M2 = f3xxx / 6.0 + f4 / 8.0
+    # N^2 kappa3(Khat_i, Khat_j, Khat_k) = E f1 f1 f1 + sum_3 E f1_i(X) f1_j(Y) f2_k(X, Y)   (Eq. 4.110)
+    o3 = lambda p, q, r: p[:, :, None, None] * q[:, None, :, None] * r[:, None, None, :]   # noqa: E731
+    pair = 0.5 * (o3(f1x, f1y, f2xy) + o3(f1y, f1x, f2xy))
+    T3 = 0.5 * (o3(f1x, f1x, f1x) + o3(f1y, f1y, f1y)) + pair + pair.transpose(0, 1, 3, 2) + pair.transpose(0, 3, 2, 1)
     # controls with known mean: E f1 = E f2(X, Y) = E_X f3(X, Y, Y) = 0 (degenerate kernels), and
     # the products of independent / degenerate factors below (mean 0); V, M: known exactly
     zero = [f1x, f1y, f2xy, f3xyy, f3yxx, o(f1x, f1y).reshape(B, -1), o(f2xy, f1x).reshape(B, -1),
             o(f2xy, f1y).reshape(B, -1)]
-    return dict(V=V, M=M, V1=V1, M2=M2, zero=np.concatenate(zero, 1))
+    return dict(V=V, M=M, V1=V1, M2=M2, T3=T3, zero=np.concatenate(zero, 1))
 
 
 def full_next_order(net, K0, V=None, M=None, n_samples=None, n_scrambles=None, seed=0, batch=1024,
@@ -287,7 +291,7 @@ def full_next_order(net, K0, V=None, M=None, n_samples=None, n_scrambles=None, s
             pts = sob.random(m)
             Z = ndtri(np.clip(pts, 1e-16, 1 - 1e-16)).reshape(m, 2, L + 1, P)
             t = _pair_terms(kernel_jet(net, K0, Z[:, 0], Z[:, 1], tensors=tensors, Ks=Ks), ent)
-            y = np.concatenate([t["V1"][:, iu[0], iu[1]], t["M2"]], 1)
+            y = np.concatenate([t["V1"][:, iu[0], iu[1]], t["M2"], t["T3"].reshape(m, -1)], 1)
             raw = np.concatenate([t["V"][:, iu[0], iu[1]], t["M"]], 1)
             ctl = [t["zero"]]
             if V is not None:
@@ -332,7 +336,25 @@ def full_next_order(net, K0, V=None, M=None, n_samples=None, n_scrambles=None, s
             out[a, b] = out[b, a] = v[i]
         return out
 
-    return dict(V1=unpack4(mean[:nv]), V1_se=unpack4(se[:nv]), M2=unpack2(mean[nv:]), M2_se=unpack2(se[nv:]),
+    nm = nv + nk
+    return dict(V1=unpack4(mean[:nv]), V1_se=unpack4(se[:nv]), M2=unpack2(mean[nv:nm]), M2_se=unpack2(se[nv:nm]),
+                T3=mean[nm:].reshape(nk, nk, nk), T3_se=se[nm:].reshape(nk, nk, nk), entries=pairs,
                 V_mc=unpack4(raw.mean(0)[:nv]), V_mc_se=unpack4(raw.std(0, ddof=1)[:nv] / math.sqrt(R)),
                 M_mc=unpack2(raw.mean(0)[nv:]), M_mc_se=unpack2(raw.std(0, ddof=1)[nv:] / math.sqrt(R)),
                 n_pairs=N_all)
+
+
+def full_chain_stats(net, K0, V, M, n_samples=None, seed=0):
+    """The moments of Khat^L in the x-coordinates (Khat_ab, a <= b) that the next-order sensitivity
+    (Eq. 4.96) needs, in the layout of ``next_order_theory(...)["stats"]``: a1 = M, c1 = V, a2 = M2,
+    c2 = V1, t2 = N^2 kappa3 (Eq. 4.110); the same Sobol seeds for every K0 (common random numbers,
+    so that finite differences in c0 stay smooth)."""
+    r = full_next_order(net, K0, V=V, M=M, n_samples=n_samples, seed=seed)
+    pairs = r["entries"]
+    P = np.asarray(K0).shape[0]
+    idx2 = [(a, b) for a, b in pairs]
+    vec = lambda A: np.array([A[a, b] for a, b in idx2])                                    # noqa: E731
+    mat = lambda A: np.array([[A[a, b, c, d] for c, d in idx2] for a, b in idx2])           # noqa: E731
+    del P
+    return dict(a1=vec(M), c1=mat(V), a2=vec(r["M2"]), c2=mat(r["V1"]), t2=r["T3"])
+

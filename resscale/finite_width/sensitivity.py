@@ -98,7 +98,7 @@ def _d_dc0(coefficient, net, c0, q0, alphas, dc):
     return float(out[0]) if scalar else out
 
 
-def sensitivity_correction2(net, c0, q0=1.0, alphas=None, dc=2e-3, n_r=12, n_t=8):
+def sensitivity_correction2(net, c0, q0=1.0, alphas=None, dc=2e-3, n_r=12, n_t=8, n_samples=None):
     """delta2(alpha): the width-independent 1/N^2 coefficient of the finite-width sensitivity,
     S_N = S_inf + delta/N + delta2/N^2 + O(1/N^3) (docs/theory.md Eq. 4.97; blocks two_layer, feedforward and
     reduced, whose chain moments a2, c2, t2 come from :func:`next_order_theory`, Sec. 4.12).
@@ -106,9 +106,31 @@ def sensitivity_correction2(net, c0, q0=1.0, alphas=None, dc=2e-3, n_r=12, n_t=8
     delta2 = d/dc0 of Eq. 4.96 by a central difference in c0 (step ``dc``; the finite-difference
     derivatives of the drift inside the recursion are smooth in c0, measured change of delta2
     below 1e-4 relative between dc = 1e-3 and 4e-3). Two next-order runs per alpha.
+    Full block (smooth built-in phi, Sec. 4.12.5): the moments a2, c2, t2 come from the quasi-Monte-Carlo
+    von Mises integration (``n_samples`` seed pairs per scramble) with the same seeds at both c0.
     """
     from .next_order import check_next_order, next_order_theory
-    check_next_order(net, 2)
+    check_next_order(net, 2, full=True)
+    if net.block == "full":   # Sec. 4.12.5: moments by quasi-Monte-Carlo, the same seeds at both c0
+        import os
+
+        from .full_next_order import DEFAULT_SCRAMBLES, _samples, estimate_full_seconds, full_chain_stats
+        from .next_order import MAX_SECONDS
+        n_alpha = 1 if alphas is None else int(np.size(alphas))
+        est = 2 * n_alpha * estimate_full_seconds(2, net.depth, _samples(n_samples) * DEFAULT_SCRAMBLES)
+        lim = float(os.environ.get("RESSCALE_NEXT_ORDER_MAX_S", MAX_SECONDS))
+        if est > lim:
+            raise ValueError(f"S_N at order 2 for block='full' with depth={net.depth} and {n_alpha} alphas needs "
+                             f"{2 * n_alpha} quasi-Monte-Carlo runs (Sec. 4.12.5), estimated ~{est:.3g} s > the "
+                             f"limit {lim:g} s (RESSCALE_NEXT_ORDER_MAX_S): use fewer alphas, a shallower net, "
+                             "fewer n_samples, order=1, or raise the limit")
+
+        def coefficient(nn, K0):
+            fw = finite_width(nn, K0=K0, n_r=n_r, n_t=n_t, method="exact")
+            return _corr_correction2(fw.kernel, full_chain_stats(nn, K0, fw.covariance, fw.mean_shift,
+                                                                 n_samples=n_samples))
+        return _d_dc0(coefficient, net, c0, q0, alphas, dc)
+
     def coefficient(nn, K0):
         r = next_order_theory(nn, K0, n_r=n_r, n_t=n_t)
         return _corr_correction2(r["Ks"][-1], r["stats"])
@@ -123,12 +145,12 @@ def sensitivity_correction(net, c0, q0=1.0, alphas=None, dc=1e-4, order=1, width
     two :func:`finite_width` evaluations per alpha (``kw``: n_r, n_t). S_N = S_inf + delta/N
     for every N, so one delta serves all widths.
 
-    ``order=2`` (blocks two_layer / reduced / feedforward; needs ``width``): the width-dependent effective
+    ``order=2`` (blocks two_layer / reduced / feedforward, full with a smooth built-in phi; needs ``width``): the width-dependent effective
     coefficient delta + delta2/N, so that S_N = S_inf + (delta + delta2/N)/N to O(1/N^2)
     (Eq. 4.97, :func:`sensitivity_correction2`).
     """
     from .next_order import check_next_order
-    order = check_next_order(net, order)
+    order = check_next_order(net, order, full=True)
     if order == 2:
         width = _check_width(width, required=True)
         d1 = sensitivity_correction(net, c0, q0, alphas=alphas, dc=dc, **kw)
@@ -143,7 +165,8 @@ def sensitivity_correction(net, c0, q0=1.0, alphas=None, dc=1e-4, order=1, width
 
 def sensitivity_finite_width(net, c0, q0=1.0, width=None, alphas=None, dc=1e-4, order=1, **kw):
     """Finite-width sensitivity S_N(alpha) = d/dc0 E[c_hat^L] to O(1/N) (docs/theory.md Eq. 4.29),
-    or to O(1/N^2) with ``order=2`` (blocks two_layer / reduced / feedforward: S_N = S_inf + delta/N + delta2/N^2,
+    or to O(1/N^2) with ``order=2`` (blocks two_layer / reduced / feedforward, and full with a smooth built-in phi
+    (Sec. 4.12.5, Eq. 4.110): S_N = S_inf + delta/N + delta2/N^2,
     Eq. 4.97, delta2 from :func:`sensitivity_correction2`; other blocks raise NotImplementedError).
 
     c_hat^L = Khat^L_12 / sqrt(Khat^L_11 Khat^L_22) for two inputs of norm q0 and
@@ -158,7 +181,7 @@ def sensitivity_finite_width(net, c0, q0=1.0, width=None, alphas=None, dc=1e-4, 
     Returns an array like ``alphas`` (default: net.alpha).
     """
     from .next_order import check_next_order
-    order = check_next_order(net, order)
+    order = check_next_order(net, order, full=True)
     width = _check_width(width, required=True)
     c0, q0, alphas, scalar, lo, hi = _check_sens_args(c0, q0, alphas, net, dc)
     s_inf = np.atleast_1d(sensitivity(net, c0, q0, alphas=alphas))
