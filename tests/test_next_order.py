@@ -298,8 +298,8 @@ def test_sensitivity_order2_structure():
         assert np.isclose(s1, S + d1 / N, rtol=1e-12) and np.isclose(s2, S + d1 / N + d2 / N ** 2, rtol=1e-9)
     # delta2 does not depend on the difference step (the recursion's FD derivatives are smooth in c0)
     assert abs(sensitivity_correction2(net, 0.5, 1.0, dc=4e-3) - d2) < 1e-3 * abs(d2)
-    with pytest.raises(NotImplementedError, match="order"):
-        sensitivity_finite_width(rs.ResNet(depth=3, alpha=0.5, activation="erf", block="full"),
+    with pytest.raises(NotImplementedError, match="order"):   # full block: smooth built-ins only (Sec. 4.12.5)
+        sensitivity_finite_width(rs.ResNet(depth=3, alpha=0.5, activation="relu", block="full"),
                                  0.5, 1.0, width=8, order=2)
     with pytest.raises(ValueError, match="order"):
         sensitivity_finite_width(net, 0.5, 1.0, width=8, order=3)
