@@ -235,3 +235,18 @@ def test_compiled_nonodd_trajectory_matches_numpy_table(small_nonodd, block):
         G, _, _, A = T.pair(np.float64(qq), np.float64(qq), np.float64(qq * cc))
         G1, A1, g1 = (float(v[0]) for v in T.pair_equal(np.array([qq]), np.array([qq * cc])))
         assert abs(G - G1) < 1e-13 * g1 and abs(A / A1 - 1.0) < 1e-12
+
+
+def test_inline_log_exp_of_the_trajectory_kernel():
+    """The branch-free log / exp of the vectorized trajectory kernel (resscale.tabulated_compiled) are
+    within 2 ulp of NumPy's (measured 2 ulp, mean 0.2 / 0.4), here as plain Python."""
+    from resscale import tabulated_compiled as tc
+    rng = np.random.default_rng(3)
+    z = np.concatenate([np.exp(rng.uniform(-700, 700, 300)), rng.uniform(0.5, 2.0, 300), [1.0, 2.0, np.sqrt(2.0)]])
+    lz = np.array([tc._log_fast_py(float(v)) for v in z])
+    ref = np.log(z)
+    nz = ref != 0.0
+    assert np.all(np.abs(lz - ref)[nz] <= 2.0 * np.spacing(np.abs(ref[nz]))) and lz[~nz].tolist() == [0.0]
+    x = np.concatenate([rng.uniform(-700, 700, 300), rng.uniform(-1, 1, 300), [0.0]])
+    ex = np.array([tc._exp_fast_py(float(v)) for v in x])
+    assert np.all(np.abs(ex - np.exp(x)) <= 2.0 * np.spacing(np.exp(x)))
