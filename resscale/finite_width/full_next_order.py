@@ -244,9 +244,8 @@ def _pair_terms(F, ent):
     T3 = 0.5 * (o3(f1x, f1x, f1x) + o3(f1y, f1y, f1y)) + pair + pair.transpose(0, 1, 3, 2) + pair.transpose(0, 3, 2, 1)
     # controls with known mean: E f1 = E f2(X, Y) = E_X f3(X, Y, Y) = 0 (degenerate kernels), and
     # the products of independent / degenerate factors below (mean 0); V, M: known exactly
-    zero = [f1x, f1y, f2xy, f3xyy, f3yxx] + [o(p, q).reshape(B, -1) for p, q in (
-        (f1x, f1y), (f2xy, f1x), (f2xy, f1y), (f2xx, f1y), (f2yy, f1x), (f2xy, f2xx), (f2xy, f2yy),
-        (f3xyy, f1y), (f3xyy, f2yy), (f3yxx, f1x), (f3yxx, f2xx))]
+    zero = [f1x, f1y, f2xy, f3xyy, f3yxx, o(f1x, f1y).reshape(B, -1), o(f2xy, f1x).reshape(B, -1),
+            o(f2xy, f1y).reshape(B, -1)]
     return dict(V=V, M=M, V1=V1, M2=M2, T3=T3, zero=np.concatenate(zero, 1))
 
 
