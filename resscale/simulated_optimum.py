@@ -43,7 +43,7 @@ import numpy as np
 
 from .inputs import check_int, check_real, two_input_kernel
 from .network import ResNet
-from .simulation import _NumpyOps, _Tape, _gram_factor, _layer_block, kernel_factor
+from .simulation_samplers import _NumpyOps, _Tape, _gram_factor, _layer_block, kernel_factor
 
 __all__ = ["crn_chunk", "simulate_optimum", "OptimumResult", "predicted_shift", "fig6_data",
            "poly_functionals", "cv_estimate", "shift_estimate", "default_grid", "networks_to_resolve"]

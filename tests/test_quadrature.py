@@ -1,4 +1,4 @@
-"""Accuracy of the generic Gaussian-integral quadrature (resscale/activations.py, theory.md Sec. 2.3).
+"""Accuracy of the generic Gaussian-integral quadrature (resscale/activation_quadrature.py, theory.md Sec. 2.3).
 
 The base-class path (``Activation`` without closed form) is checked against
 closed forms (erf, relu), against adaptive scipy references (tanh, gelu) and

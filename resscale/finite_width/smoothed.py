@@ -97,21 +97,26 @@ _DEN6 = _lag_den(6, -2)
 _DEN8 = _lag_den(8, -3)
 
 
-def _jit_or_none():
+def _jit_or_none(**extra):
     if os.environ.get("RESSCALE_NO_NUMBA"):
         return None
     try:
         import numba
     except ImportError:
         return None
-    return numba.njit(cache=True, fastmath=False, error_model="numpy")
+    return numba.njit(cache=True, fastmath=False, error_model="numpy", **extra)
 
 
 _JIT = _jit_or_none()
+_JIT_INLINE = _jit_or_none(inline="always")   # small helpers of the hot loop: inlined in numba's IR
 
 
 def _maybe_jit(fn):
     return _JIT(fn) if _JIT is not None else fn
+
+
+def _maybe_jit_inline(fn):
+    return _JIT_INLINE(fn) if _JIT_INLINE is not None else fn
 
 
 @_maybe_jit
@@ -181,6 +186,29 @@ def _combine(T, s, ds, glo, ghi, fmask, den8, out):
                 for k in range(8):
                     acc += w[k] * T[idx[k], g, f]
                 out[g, f] = acc
+
+
+@_maybe_jit_inline
+def _side3(A, shared, base, stride, i, x, c, om, mu0, inv_h, lw):
+    """(H_0, H_1, H_2) of one side (u or v) at node i, argument x + c om, by 6-point Lagrange on table A.
+
+    shared: A is the re-gridded row table, its first index base + i stride, lw the outer point's
+    weights (computed once per outer point); else the index and lw are taken here on the grid mu0 + g h."""
+    if shared:
+        i0 = base + i * stride
+    else:
+        t = (x + c * om - mu0) * inv_h
+        fl = math.floor(t)
+        i0 = int(fl) - 2
+        _w6(t - fl, lw)
+    s0 = 0.0
+    s1 = 0.0
+    s2 = 0.0
+    for k in range(6):
+        s0 += lw[k] * A[i0 + k, 0]
+        s1 += lw[k] * A[i0 + k, 1]
+        s2 += lw[k] * A[i0 + k, 2]
+    return s0, s1, s2
 
 
 @_maybe_jit
@@ -302,34 +330,8 @@ def _kernel(M, aw, bw, sa, sb, s1, s2, nodes_x, nodes_w, nodes_n, rule, rule_del
                 for i in range(nn):
                     om = nodes_x[q, i]
                     wt = nodes_w[q, i]
-                    if shu:
-                        i0 = bu + i * nu
-                    else:                      # u = x0 + a w
-                        t = (x0 + a * om - mu0) * inv_h
-                        fl = math.floor(t)
-                        i0 = int(fl) - 2
-                        _w6(t - fl, lw)
-                    u0 = 0.0
-                    u1 = 0.0
-                    u2 = 0.0
-                    for k in range(6):
-                        u0 += lw[k] * AU[i0 + k, 0]
-                        u1 += lw[k] * AU[i0 + k, 1]
-                        u2 += lw[k] * AU[i0 + k, 2]
-                    if shv:
-                        i0 = bv + sg * i * nv
-                    else:                      # v = x1 + b w
-                        t = (x1 + b * om - mu0) * inv_h
-                        fl = math.floor(t)
-                        i0 = int(fl) - 2
-                        _w6(t - fl, lwv)
-                    v0 = 0.0
-                    v1 = 0.0
-                    v2 = 0.0
-                    for k in range(6):
-                        v0 += lwv[k] * AV[i0 + k, 0]
-                        v1 += lwv[k] * AV[i0 + k, 1]
-                        v2 += lwv[k] * AV[i0 + k, 2]
+                    u0, u1, u2 = _side3(AU, shu, bu, nu, i, x0, a, om, mu0, inv_h, lw)          # u = x0 + a w
+                    v0, v1, v2 = _side3(AV, shv, bv, sg * nv, i, x1, b, om, mu0, inv_h, lwv)    # v = x1 + b w
                     app += wt * u0 * v0
                     a11 += wt * u1 * v1
                     a20 += wt * u2 * v0
