@@ -42,7 +42,7 @@ from pathlib import Path
 ROOT = Path(__file__).resolve().parents[1]
 START, END = "<!-- mutation:start -->", "<!-- mutation:end -->"
 # fast physics tests run first so that caught mutants fail fast under -x
-FIRST = ["tests/test_physics_power.py", "tests/test_two_layer.py"]
+FIRST = ["tests/test_physics_power.py", "tests/test_two_layer.py", "tests/test_full_next_order.py"]
 FIRST_SLOW = ["tests/test_physics_power_slow.py"]
 TIMEOUT = 1800  # seconds per pytest run
 
@@ -223,6 +223,34 @@ MUTANTS = [
      "feed-forward chain: phi-step third cumulant T x1.1"),
     ("N_FF_READ_x1.1", FW + "chains.py", 'return self._to_x2(np.einsum("eac,ebd->eabcd", S, S)',
      'return self._to_x2(1.1 * np.einsum("eac,ebd->eabcd", S, S)', "feed-forward chain: Wishart readout noise (one term) x1.1"),
+    # full block, next order (Sec. 4.12.5): V-statistic weights, moment tensors, tagged neuron, jets, controls
+    ("FN_P1_x1.1", FW + "full_next_order.py", "V1 = (sym(0.5 * (o(f1x, f2xx) + o(f1y, f2yy)))",
+     "V1 = (1.1 * sym(0.5 * (o(f1x, f2xx) + o(f1y, f2yy)))", "full next order V1: sym E f1 f2(X,X) x1.1"),
+    ("FN_P2_x1.1", FW + "full_next_order.py", "+ 0.5 * o(f2xy, f2xy)", "+ 0.55 * o(f2xy, f2xy)",
+     "full next order V1: 1/2 E f2(X,Y)^2 x1.1"),
+    ("FN_P3_x1.1", FW + "full_next_order.py", "+ sym(0.5 * (o(f1x, f3xyy) + o(f1y, f3yxx))))",
+     "+ 1.1 * sym(0.5 * (o(f1x, f3xyy) + o(f1y, f3yxx))))", "full next order V1: sym E f1 f3(X,Y,Y) x1.1"),
+    ("FN_M3_x1.1", FW + "full_next_order.py", "M2 = f3xxx / 6.0 + f4 / 8.0", "M2 = 1.1 * f3xxx / 6.0 + f4 / 8.0",
+     "full next order M2: 1/6 E f3(X,X,X) x1.1"),
+    ("FN_M4_x1.1", FW + "full_next_order.py", "M2 = f3xxx / 6.0 + f4 / 8.0", "M2 = f3xxx / 6.0 + 1.1 * f4 / 8.0",
+     "full next order M2: 1/8 E f4(X,X,Y,Y) x1.1"),
+    ("FN_K3_x1.1", FW + "full_next_order.py", "+ pair + pair.transpose(0, 1, 3, 2) + pair.transpose(0, 3, 2, 1)",
+     "+ 1.1 * pair + pair.transpose(0, 1, 3, 2) + pair.transpose(0, 3, 2, 1)",
+     "full next order kappa3 (S_N order 2): one f1 f1 f2 placement x1.1"),
+    ("FN_TENS_x1.1", FW + "full_next_order.py", "inner = sum(A[k, p, q] * d[2][q] for q in range(K5 + 1 - k - p))",
+     "inner = sum((1.1 if k + p + q == 2 else 1.0) * A[k, p, q] * d[2][q] for q in range(K5 + 1 - k - p))",
+     "full next order: second-order moment tensors of G (Eq. 4.106) x1.1"),
+    ("FN_TAG_x1.05", FW + "full_next_order.py", 'x = x + a * np.einsum("bijc,bj->bic", Lc, seeds_x[:, l])',
+     'x = x + 1.05 * a * np.einsum("bijc,bj->bic", Lc, seeds_x[:, l])', "full next order: tagged neuron step x1.05"),
+    ("FN_OUT_x1.05", FW + "full_next_order.py",
+     "return (J.mul(wP[:, None, None], Kj) + J.mul(t[:, None, None], J.outer(x, x))",
+     "return (J.mul(wP[:, None, None], Kj) + 1.05 * J.mul(t[:, None, None], J.outer(x, x))",
+     "full next order: tagged neuron readout x1.05"),
+    ("FN_CV_x1.05", FW + "full_next_order.py", "known.append(np.asarray(V, dtype=float)",
+     "known.append(1.05 * np.asarray(V, dtype=float)", "full next order: control-variate mean of V x1.05"),
+    ("FN_JET3_x1.1", FW + "jets.py", "out = out + (derivs[k] / math.factorial(k))[..., None] * pw[k]",
+     "out = out + ((1.1 if k == 3 else 1.0) * derivs[k] / math.factorial(k))[..., None] * pw[k]",
+     "jets: third Taylor term of composed functions x1.1"),
 ]
 
 _IGNORE = shutil.ignore_patterns(".git", "__pycache__", ".pytest_cache", "*.egg-info", "build", "dist",
