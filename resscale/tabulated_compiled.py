@@ -110,8 +110,8 @@ def _locate_py(z, zk, P):
     return 1, int(fi), t - fi, int(fj), tv - fj, h, num
 
 
-def _combine_py(ix, ux, iv, uv, h, num, zk, T, D, modes, P, wx, wv):
-    """(G, A, g, mu) interpolated in cell (ix, iv) at fractions (ux, uv) (from _locate_py)."""
+def _table_sums_py(ix, ux, iv, uv, h, T, D, P, wx, wv):
+    """The Lagrange-weighted table sums in cell (ix, iv) at fractions (ux, uv): (log g, log N, FA, FR, d2, d3)."""
     _lw_nb(ux, wx)
     _lw_nb(uv, wv)
     odd = P[9] == 1.0
@@ -145,6 +145,13 @@ def _combine_py(ix, ux, iv, uv, h, num, zk, T, D, modes, P, wx, wv):
         FA += wx[a] * sa
         FR += wx[a] * sr
         r += step
+    return lg, ln, FA, FR, d2, d3
+
+
+def _combine_py(ix, ux, iv, uv, h, num, zk, T, D, modes, P, wx, wv):
+    """(G, A, g, mu) interpolated in cell (ix, iv) at fractions (ux, uv) (from _locate_py)."""
+    lg, ln, FA, FR, d2, d3 = _table_sums_nb(ix, ux, iv, uv, h, T, D, P, wx, wv)
+    odd = P[9] == 1.0
     g = math.exp(lg)
     if modes[h, 0] and modes[h, 1]:
         A = math.exp(FA + ln)
@@ -210,37 +217,7 @@ def _exp_fast_py(x):
 
 def _sums_py(i, ix, ux, iv, uv, h, T, D, P, wx, wv, S):
     """The weighted table sums of _combine_py for alpha i, into S[:, i] = (log g, log N, FA, FR, d2, d3)."""
-    _lw_nb(ux, wx)
-    _lw_nb(uv, wv)
-    odd = P[9] == 1.0
-    u1, u2, u3 = np.uint64(1), np.uint64(2), np.uint64(3)
-    nc = np.uint64(int(P[10]))
-    d = np.uint64(ix * int(P[10]))
-    lg, ln, d2, d3 = 0.0, 0.0, 0.0, 0.0
-    for a in range(_ORDER):
-        wa = wx[a]
-        lg += wa * D[d]
-        ln += wa * D[d + u1]
-        if not odd:
-            d2 += wa * D[d + u2]
-            d3 += wa * D[d + u3]
-        d += nc
-    u4, u5, u6, u7 = np.uint64(4), np.uint64(5), np.uint64(6), np.uint64(7)
-    u8, u9, u10, u11 = np.uint64(8), np.uint64(9), np.uint64(10), np.uint64(11)
-    u12, u13, u14, u15 = np.uint64(12), np.uint64(13), np.uint64(14), np.uint64(15)
-    nv2 = 2 * int(P[7])
-    r = np.uint64((h * int(P[8]) + ix) * nv2 + 2 * iv)
-    step = np.uint64(nv2)
-    w0, w1, w2, w3, w4, w5, w6, w7 = wv[0], wv[1], wv[2], wv[3], wv[4], wv[5], wv[6], wv[7]
-    FA, FR = 0.0, 0.0
-    for a in range(_ORDER):
-        sa = ((w0 * T[r] + w1 * T[r + u2]) + (w2 * T[r + u4] + w3 * T[r + u6])
-              + ((w4 * T[r + u8] + w5 * T[r + u10]) + (w6 * T[r + u12] + w7 * T[r + u14])))
-        sr = ((w0 * T[r + u1] + w1 * T[r + u3]) + (w2 * T[r + u5] + w3 * T[r + u7])
-              + ((w4 * T[r + u9] + w5 * T[r + u11]) + (w6 * T[r + u13] + w7 * T[r + u15])))
-        FA += wx[a] * sa
-        FR += wx[a] * sr
-        r += step
+    lg, ln, FA, FR, d2, d3 = _table_sums_nb(ix, ux, iv, uv, h, T, D, P, wx, wv)
     S[0, i], S[1, i], S[2, i], S[3, i], S[4, i], S[5, i] = lg, ln, FA, FR, d2, d3
 
 
@@ -434,6 +411,7 @@ def _log_g_scalar_py(x, D, P):
 _lw_nb, _eval_nb, _asym_nb = _lw_py, _eval_py, _asym_py   # compiled in _compiled()
 _locate_nb, _combine_nb = _locate_py, _combine_py
 _log_fast_nb, _exp_fast_nb, _sums_nb = _log_fast_py, _exp_fast_py, _sums_py
+_table_sums_nb = _table_sums_py
 _NB = None                      # (trajectory kernel, scalar pair) once compiled; False: unavailable
 
 
@@ -441,6 +419,7 @@ def _compiled(load=True):
     """(trajectory kernel, scalar pair function), compiled with numba (cache=True), or None when
     numba is absent, RESSCALE_NO_NUMBA is set, or ``load`` is False and they are not loaded yet."""
     global _NB, _lw_nb, _eval_nb, _asym_nb, _locate_nb, _combine_nb, _log_fast_nb, _exp_fast_nb, _sums_nb
+    global _table_sums_nb
     if os.environ.get("RESSCALE_NO_NUMBA"):
         return None
     if _NB is not None or not load:
@@ -453,6 +432,7 @@ def _compiled(load=True):
                 opts = dict(cache=True, fastmath={"contract"}, error_model="numpy", nogil=True)
                 inl = numba.njit(inline="always", **opts)
                 _lw_nb, _asym_nb = inl(_lw_py), inl(_asym_py)
+                _table_sums_nb = inl(_table_sums_py)
                 _locate_nb, _combine_nb = inl(_locate_py), inl(_combine_py)
                 _eval_nb = inl(_eval_py)
                 _log_fast_nb, _exp_fast_nb, _sums_nb = inl(_log_fast_py), inl(_exp_fast_py), inl(_sums_py)
@@ -462,5 +442,6 @@ def _compiled(load=True):
                 _lw_nb, _eval_nb, _asym_nb = _lw_py, _eval_py, _asym_py
                 _locate_nb, _combine_nb = _locate_py, _combine_py
                 _log_fast_nb, _exp_fast_nb, _sums_nb = _log_fast_py, _exp_fast_py, _sums_py
+                _table_sums_nb = _table_sums_py
                 _NB = False
     return _NB or None
