@@ -41,9 +41,9 @@ import numpy as np
 sys.path.insert(0, os.path.dirname(os.path.abspath(__file__)))
 sys.path.insert(0, os.path.join(os.path.dirname(os.path.abspath(__file__)), ".."))
 import resscale as rs  # noqa: E402
-from resscale._storage import atomic_write_bytes, load_npz, save_json_atomic, save_npz_atomic, write_marked_section  # noqa: E402
+from resscale._storage import atomic_write_bytes, save_json_atomic, write_marked_section  # noqa: E402
 from resscale.finite_width.next_order import _Coords  # noqa: E402
-from validate_next_order import DOC, POINTS, Chain, estimates, make_net  # noqa: E402
+from validate_next_order import DOC, POINTS, Chain, estimates, make_net, resumable_chunks  # noqa: E402
 
 CACHE = os.path.join(os.path.dirname(os.path.abspath(__file__)), "..", ".cache", "fit_next_order")
 MARK = "<!-- next-order-fit-issue-10 -->"
@@ -131,24 +131,15 @@ def point_key(name):
 def run_width(name, chain, xmf, nk, N, n_chunks, seed=11):
     """Per-chunk estimates (C, Cse, Mest, Mse) of one (point, N), resumable."""
     key, chunk = point_key(name), chunk_size(N)
-    res = []
-    t0 = time.time()
-    for c in range(n_chunks):
-        path = os.path.join(CACHE, f"{key}_N{N}_c{c:04d}_{chunk}.npz")
-        if os.path.exists(path):
-            d = load_npz(path)
-        else:
-            rng = np.random.default_rng([seed, N, c])
-            t = time.process_time()
-            x, y = chain.run(N, chunk, rng)
-            C, Cse, Mest, Mse, Mse_plain = estimates(x, y, xmf, N, nk)
-            d = dict(C=C, Cse=Cse, M=Mest, Mse=Mse, Mse_plain=Mse_plain, S=np.array(chunk),
-                     cpu=np.array(time.process_time() - t))
-            save_npz_atomic(path, d)
-            print(f"  [{name} N={N}] chunk {c + 1}/{n_chunks} ({chunk} nets)  {time.time() - t0:.0f}s",
-                  file=sys.stderr, flush=True)
-        res.append(d)
-    return res
+
+    def compute(c):
+        t = time.process_time()
+        x, y = chain.run(N, chunk, np.random.default_rng([seed, N, c]))
+        C, Cse, Mest, Mse, Mse_plain = estimates(x, y, xmf, N, nk)
+        return dict(C=C, Cse=Cse, M=Mest, Mse=Mse, Mse_plain=Mse_plain, S=np.array(chunk),
+                    cpu=np.array(time.process_time() - t))
+    return list(resumable_chunks(f"{name} N={N}, {chunk} nets",
+                                 lambda c: os.path.join(CACHE, f"{key}_N{N}_c{c:04d}_{chunk}.npz"), n_chunks, compute))
 
 
 def pool(res, nk):

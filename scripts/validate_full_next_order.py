@@ -34,8 +34,9 @@ import numpy as np
 sys.path.insert(0, os.path.join(os.path.dirname(__file__), ".."))
 sys.path.insert(0, os.path.dirname(__file__))
 import resscale as rs  # noqa: E402
-from resscale._storage import load_npz, save_json_atomic, save_npz_atomic, write_marked_section  # noqa: E402
+from resscale._storage import save_json_atomic, write_marked_section  # noqa: E402
 from validate_finite_width import estimates, simulate_full  # noqa: E402
+from validate_next_order import resumable_chunks  # noqa: E402
 
 CACHE = os.path.join(os.path.dirname(__file__), "..", ".cache", "validate_full_next_order")
 DOC = os.path.join(os.path.dirname(__file__), "..", "docs", "validation.md")
@@ -64,21 +65,13 @@ def make_net(pt):
 def run_cell(key, net, K0, fw, N, S_total, chunk, seed):
     """(Khat^L, control variate) of S_total networks at width N, in resumable chunks."""
     theory = dict(Ks=fw.extras["Ks"], A=fw.extras["A"], G=fw.extras["G"])
-    Kh, Y = [], []
-    n_chunks = -(-S_total // chunk)
-    t0 = time.time()
-    for c in range(n_chunks):
-        path = os.path.join(CACHE, f"{key}_N{N}_c{c:04d}_{chunk}.npz")
-        if os.path.exists(path):
-            d = load_npz(path)
-        else:
-            k, y = simulate_full(net, K0, N, chunk, [seed, N, c], theory)
-            d = dict(Kh=k, Y=y)
-            save_npz_atomic(path, d)
-            print(f"  [{key} N={N}] chunk {c + 1}/{n_chunks}  {time.time() - t0:.0f}s", file=sys.stderr, flush=True)
-        Kh.append(d["Kh"])
-        Y.append(d["Y"])
-    return np.concatenate(Kh), np.concatenate(Y)
+
+    def compute(c):
+        k, y = simulate_full(net, K0, N, chunk, [seed, N, c], theory)
+        return dict(Kh=k, Y=y)
+    ds = list(resumable_chunks(f"{key} N={N}", lambda c: os.path.join(CACHE, f"{key}_N{N}_c{c:04d}_{chunk}.npz"),
+                               -(-S_total // chunk), compute))
+    return np.concatenate([d["Kh"] for d in ds]), np.concatenate([d["Y"] for d in ds])
 
 
 def row_for(key, pt, net, K0, fw, N, Kh, Y):

@@ -160,28 +160,34 @@ class Chain:
             Sig = new
 
 
+def resumable_chunks(label, path_of, n_chunks, compute):
+    """The dict of every chunk c in order: loaded from ``path_of(c)`` when saved, else ``compute(c)``,
+    saved atomically (resscale._storage.save_npz_atomic), with progress on stderr."""
+    t0 = time.time()
+    for c in range(n_chunks):
+        path = path_of(c)
+        if os.path.exists(path):
+            yield load_npz(path)
+            continue
+        d = compute(c)
+        save_npz_atomic(path, d)
+        print(f"  [{label}] chunk {c + 1}/{n_chunks}  {time.time() - t0:.0f}s", file=sys.stderr, flush=True)
+        yield d
+
+
 def run_cell(key, pt, N, S_total, chunk, seed):
     """Accumulate chunks of (x^L, y^L) for one (point, N); resumable."""
     net, K0 = make_net(pt)
-    chain = None
-    xs, ys = [], []
-    n_chunks = -(-S_total // chunk)
-    t0 = time.time()
-    for c in range(n_chunks):
-        path = os.path.join(CACHE, f"{key}_N{N}_c{c:04d}_{chunk}.npz")
-        if os.path.exists(path):
-            d = load_npz(path)
-        else:
-            if chain is None:
-                chain = Chain(net, K0)
-            rng = np.random.default_rng([seed, N, c])
-            x, y = chain.run(N, chunk, rng)
-            d = dict(x=x, y=y)
-            save_npz_atomic(path, d)
-            print(f"  [{key} N={N}] chunk {c + 1}/{n_chunks}  {time.time() - t0:.0f}s", file=sys.stderr, flush=True)
-        xs.append(d["x"])
-        ys.append(d["y"])
-    return np.concatenate(xs), np.concatenate(ys)
+    chain = []                       # built on the first chunk that is not saved yet
+
+    def compute(c):
+        if not chain:
+            chain.append(Chain(net, K0))
+        x, y = chain[0].run(N, chunk, np.random.default_rng([seed, N, c]))
+        return dict(x=x, y=y)
+    ds = list(resumable_chunks(f"{key} N={N}", lambda c: os.path.join(CACHE, f"{key}_N{N}_c{c:04d}_{chunk}.npz"),
+                               -(-S_total // chunk), compute))
+    return np.concatenate([d["x"] for d in ds]), np.concatenate([d["y"] for d in ds])
 
 
 # ---------------------------------------------------------------- finite-width sensitivity S_N (Eq. 4.94-4.97)
