@@ -164,11 +164,10 @@ def _G_jet(Kj, tensors, P):
         G[:, a, a] = sum(co[n] * pw[n] for n in range(K5 + 1))
         for b in range(a + 1, P):
             A, _ = tensors[(a, b)]
-            l11 = J.sqrt(Kj[:, a, a])
-            l21 = J.mul(Kj[:, a, b], J.recip(l11))
+            l21 = J.mul(Kj[:, a, b], J.recip(l))      # l11 = l = sqrt(K_aa): its powers are pw
             l22 = J.sqrt(Kj[:, b, b] - J.mul(l21, l21))
-            d = []
-            for x in (l11, l21, l22):
+            d = [pw]
+            for x in (l21, l22):
                 x = x.copy()
                 x[..., 0] = 0.0
                 d.append(J.powers(x))
@@ -352,10 +351,7 @@ def full_chain_stats(net, K0, V, M, n_samples=None, seed=0):
     so that finite differences in c0 stay smooth)."""
     r = full_next_order(net, K0, V=V, M=M, n_samples=n_samples, seed=seed)
     pairs = r["entries"]
-    P = np.asarray(K0).shape[0]
-    idx2 = [(a, b) for a, b in pairs]
-    vec = lambda A: np.array([A[a, b] for a, b in idx2])                                    # noqa: E731
-    mat = lambda A: np.array([[A[a, b, c, d] for c, d in idx2] for a, b in idx2])           # noqa: E731
-    del P
+    vec = lambda A: np.array([A[a, b] for a, b in pairs])                                   # noqa: E731
+    mat = lambda A: np.array([[A[a, b, c, d] for c, d in pairs] for a, b in pairs])         # noqa: E731
     return dict(a1=vec(M), c1=mat(V), a2=vec(r["M2"]), c2=mat(r["V1"]), t2=r["T3"])
 

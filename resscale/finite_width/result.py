@@ -89,17 +89,17 @@ class FiniteWidthResult:
 
     def _lazy_next_order(self):
         """V1, M2 for the eps estimate of an order=1 result: closed chains exactly; the full block (smooth
-        built-in phi) by a small quasi-Monte-Carlo run (2^10 x 8 seed pairs) when it is estimated under
+        built-in phi) by a small quasi-Monte-Carlo run (2^10 x 16 seed pairs) when it is estimated under
         10 s; otherwise None (eps = NaN)."""
         from .next_order import NEXT_ORDER_BLOCKS, next_order_theory
         if self.net.block in NEXT_ORDER_BLOCKS:
             return next_order_theory(self.net, self.K0)
         if self.net.block == "full":
-            from .full_next_order import (FULL_NEXT_ORDER_ACTIVATIONS, estimate_full_seconds,
-                                          full_next_order)
+            from .full_next_order import (DEFAULT_SCRAMBLES, FULL_NEXT_ORDER_ACTIVATIONS,
+                                          estimate_full_seconds, full_next_order)
             P = self.K0.shape[0]
             if (self.net.phi.name in FULL_NEXT_ORDER_ACTIVATIONS and self.net.phi.smooth
-                    and estimate_full_seconds(P, self.net.depth, 2 ** 13) < 10.0):
+                    and estimate_full_seconds(P, self.net.depth, 2 ** 10 * DEFAULT_SCRAMBLES) < 10.0):
                 try:
                     return full_next_order(self.net, self.K0, V=self.covariance, M=self.mean_shift,
                                            n_samples=2 ** 10)
