@@ -206,26 +206,19 @@ def sens_cell(key, pt, N, S_total, chunk, seed, dc=SENS_DC):
     kernels). Resumable like run_cell; Richardson of the central differences in ``sens_estimate``."""
     kw = {k: v for k, v in pt.items() if k != "c0"}
     net = rs.ResNet(**kw)
-    n_chunks = -(-S_total // chunk)
-    out = []
-    t0 = time.time()
-    for c in range(n_chunks):
-        path = os.path.join(CACHE, f"{key}_sens_N{N}_dc{dc:g}_c{c:04d}_{chunk}.npz")
-        if os.path.exists(path):
-            d = load_npz(path)
-        else:
-            vals = []
-            for h in (-dc, -dc / 2, dc / 2, dc):
-                ch = Chain.__new__(Chain)
-                ch.net, ch.K0 = net, rs.inputs.two_input_kernel(pt["c0"] + h, 1.0)
-                ch.co = _Coords(2, with_mean=(net.block == "reduced"))
-                x, _ = ch.run(N, chunk, np.random.default_rng([seed, N, c]), cv=False)
-                vals.append(x[:, 1] / np.sqrt(x[:, 0] * x[:, 2]))
-            d = dict(c=np.stack(vals, axis=1))
-            save_npz_atomic(path, d)
-            print(f"  [{key} sens N={N}] chunk {c + 1}/{n_chunks}  {time.time() - t0:.0f}s", file=sys.stderr, flush=True)
-        out.append(d["c"])
-    return np.concatenate(out)
+
+    def compute(c):
+        vals = []
+        for h in (-dc, -dc / 2, dc / 2, dc):
+            ch = Chain.__new__(Chain)
+            ch.net, ch.K0 = net, rs.inputs.two_input_kernel(pt["c0"] + h, 1.0)
+            ch.co = _Coords(2, with_mean=(net.block == "reduced"))
+            x, _ = ch.run(N, chunk, np.random.default_rng([seed, N, c]), cv=False)
+            vals.append(x[:, 1] / np.sqrt(x[:, 0] * x[:, 2]))
+        return dict(c=np.stack(vals, axis=1))
+    ds = resumable_chunks(f"{key} sens N={N}", lambda c: os.path.join(CACHE, f"{key}_sens_N{N}_dc{dc:g}_c{c:04d}_{chunk}.npz"),
+                          -(-S_total // chunk), compute)
+    return np.concatenate([d["c"] for d in ds])
 
 
 def sens_estimate(c, dc=SENS_DC):
