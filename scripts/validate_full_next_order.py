@@ -53,6 +53,11 @@ POINTS = {
     "M": dict(activation="gelu", depth=10, alpha=0.5, sigma_w2=1.5, sigma_b2=0.0, K0=K2),
     "O": dict(activation="gelu", depth=6, alpha=0.6, sigma_w2=1.5, sigma_b2=0.1, K0=K3),
     "T": dict(activation="tanh", depth=8, alpha=0.7, sigma_w2=2.0, sigma_b2=0.1, K0=K2),
+    # the full-block relu rows of the first table, and issue 10's relu case (leading order 38% low at N = 32)
+    "R": dict(activation="relu", depth=10, alpha=0.5, sigma_w2=1.0, sigma_b2=0.0, K0=K2),
+    "S": dict(activation="relu", depth=20, alpha=0.3, sigma_w2=2.0, sigma_b2=0.1, K0=K2),
+    "U": dict(activation="relu", depth=8, alpha=0.4, sigma_w2=1.5, sigma_b2=0.0, K0=K3),
+    "W": dict(activation="relu", depth=8, alpha=0.7, sigma_w2=1.3, sigma_b2=0.0, K0=K3),
 }
 WIDTHS = (16, 32, 64)
 

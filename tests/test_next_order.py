@@ -194,8 +194,9 @@ def test_bad_order():
     for bad in (0, 3, 2.0, "2", True, None):
         with pytest.raises(ValueError, match="order"):
             rs.finite_width(net, width=16, K0=K0, order=bad)
-    with pytest.raises(NotImplementedError, match="order=2.*smooth built-in"):   # Sec. 4.12.5: relu refused
-        rs.finite_width(_net(block="full", activation="relu"), width=16, K0=K0, order=2)
+    cb = rs.from_callable(np.sin, d1=np.cos, d2=lambda u: -np.sin(u), kinks=[])
+    with pytest.raises(NotImplementedError, match="order=2.*built-in activation"):   # Sec. 4.12.5: callables refused
+        rs.finite_width(_net(block="full", activation=cb), width=16, K0=K0, order=2)
 
 
 def test_cli_order2_and_warning():
@@ -298,8 +299,9 @@ def test_sensitivity_order2_structure():
         assert np.isclose(s1, S + d1 / N, rtol=1e-12) and np.isclose(s2, S + d1 / N + d2 / N ** 2, rtol=1e-9)
     # delta2 does not depend on the difference step (the recursion's FD derivatives are smooth in c0)
     assert abs(sensitivity_correction2(net, 0.5, 1.0, dc=4e-3) - d2) < 1e-3 * abs(d2)
-    with pytest.raises(NotImplementedError, match="order"):   # full block: smooth built-ins only (Sec. 4.12.5)
-        sensitivity_finite_width(rs.ResNet(depth=3, alpha=0.5, activation="relu", block="full"),
+    cb = rs.from_callable(np.sin, d1=np.cos, d2=lambda u: -np.sin(u), kinks=[])
+    with pytest.raises(NotImplementedError, match="order"):   # full block: built-ins only (Sec. 4.12.5-4.12.6)
+        sensitivity_finite_width(rs.ResNet(depth=3, alpha=0.5, activation=cb, block="full"),
                                  0.5, 1.0, width=8, order=2)
     with pytest.raises(ValueError, match="order"):
         sensitivity_finite_width(net, 0.5, 1.0, width=8, order=3)

@@ -93,7 +93,7 @@ def finite_width(net, width=None, X=None, K0=None, mean_shift=True, n_r=12, n_t=
         C(P, 4) four-input sub-kernels, Eq. 4.98, refused with a cost estimate above
         ``next_order.MAX_SECONDS``) | "resummed" (order 2 plus the non-perturbative moment-closure
         prediction of Sec. 4.12.3, ``resummed_covariance`` / ``resummed_mean``, P <= 3).
-        Block "full" (smooth built-in phi: erf, tanh, gelu, linear): V1, M2 from the fourth-order von
+        Block "full" (built-in phi: erf, tanh, gelu, linear, and relu with its kink terms, Sec. 4.12.6): V1, M2 from the fourth-order von
         Mises expansion integrated by randomized quasi-Monte-Carlo (Sec. 4.12.5, Eq. 4.107-4.109);
         their integration standard errors are in ``extras["next_order_se"]``, and the leading order
         re-integrated from the same seeds (a check against V, M) in ``extras["next_order_check"]``.
@@ -122,7 +122,7 @@ def finite_width(net, width=None, X=None, K0=None, mean_shift=True, n_r=12, n_t=
     method = resolve_method(net, method)
     P = K0.shape[0]
     if order != 1 and net.block == "full":   # Sec. 4.12.5: cost of the von Mises integration
-        check_full_cost(P, net.depth, next_order_samples)
+        check_full_cost(P, net.depth, next_order_samples, activation=net.phi.name)
     elif order != 1:   # Sec. 4.12: cost of the next-order recursion (Eq. 4.98)
         check_cost(P, net.depth, what="K0" if X is None else "X")
     check_memory("depth or P (number of inputs); or use method='interpolated'",

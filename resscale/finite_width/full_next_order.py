@@ -27,9 +27,10 @@ once per layer), so the P-part costs no quadrature per seed.
 The remaining expectations over the seeds (dimension 2 (L + 1) P) are integrated by randomized
 quasi-Monte-Carlo (scrambled Sobol points, R independent scrambles; the spread of the R
 estimates gives the standard error reported with V1 and M2). The integrand uses phi up to its
-5th derivative at the tagged neuron, pointwise: a kinked phi (relu) has delta terms in f3, f4
-that this pointwise evaluation cannot see, so the full block's next order is limited to the
-smooth built-ins (erf, tanh, gelu, linear) and refuses others.
+5th derivative at the tagged neuron, pointwise. relu (Sec. 4.12.6, :mod:`.full_kinks`): the
+population part in the arc-cosine closed form, and the delta / delta' terms that relu^(2) and
+relu^(3) put into f3, f4 added by conditioning the seeds on the kinks (Eq. 4.111-4.112). User
+callables are refused (their derivatives and kinks are not available to the tagged neuron).
 """
 from __future__ import annotations
 
@@ -41,11 +42,12 @@ from scipy.special import ndtri
 from scipy.stats import qmc
 
 from ..kernel_recursion import mean_field_kernel
+from . import full_kinks as KN
 from . import jets as J
 
 __all__ = ["full_next_order", "FULL_NEXT_ORDER_ACTIVATIONS", "estimate_full_seconds", "DEFAULT_SAMPLES"]
 
-FULL_NEXT_ORDER_ACTIVATIONS = J.SMOOTH_BUILTINS
+FULL_NEXT_ORDER_ACTIVATIONS = J.SMOOTH_BUILTINS + ("relu",)
 DEFAULT_SAMPLES = 2 ** 12          # seed pairs per scramble
 DEFAULT_SCRAMBLES = 16
 _MAX_PANELS = 400                  # composite Gauss-Legendre panels per axis (moment tensors)
@@ -53,9 +55,17 @@ _MAX_PANELS = 400                  # composite Gauss-Legendre panels per axis (m
 _SEC_PER_PAIR_LAYER = {1: 5e-6, 2: 1.3e-5, 3: 3.5e-5}
 
 
-def estimate_full_seconds(P, depth, n_pairs):
-    """Rough run time of :func:`full_next_order` (seconds)."""
-    return _SEC_PER_PAIR_LAYER.get(P, 3.5e-5 * (P / 3.0) ** 3) * depth * n_pairs
+def _kink_pairs(P, depth, n_pairs):
+    """Seed-pair evaluations of relu's kink terms (Eq. 4.111): per scramble and kink cell (layer 1..L-1,
+    component a), n / 16 points x 2 (the +/- rows) x 2 (marked and pointwise passes)."""
+    return 4 * (max(2, n_pairs // 16) if n_pairs else 0) * max(depth - 1, 0) * P
+
+
+def estimate_full_seconds(P, depth, n_pairs, activation=None):
+    """Rough run time of :func:`full_next_order` (seconds) for ``n_pairs`` seed pairs in all (relu: plus
+    its kink terms, Sec. 4.12.6)."""
+    pairs = n_pairs + (_kink_pairs(P, depth, n_pairs) if activation == "relu" else 0)
+    return _SEC_PER_PAIR_LAYER.get(P, 3.5e-5 * (P / 3.0) ** 3) * depth * pairs
 
 
 def _samples(n_samples):
@@ -65,30 +75,34 @@ def _samples(n_samples):
     return int(n)
 
 
-def check_full_cost(P, depth, n_samples=None, n_scrambles=DEFAULT_SCRAMBLES):
+def check_full_cost(P, depth, n_samples=None, n_scrambles=DEFAULT_SCRAMBLES, activation=None):
     """ValueError when the full block's order-2 integration is estimated above the limit
     (``next_order.MAX_SECONDS``, env RESSCALE_NEXT_ORDER_MAX_S); returns the estimate in seconds."""
     from .next_order import MAX_SECONDS
     n = _samples(n_samples)
     lim = float(os.environ.get("RESSCALE_NEXT_ORDER_MAX_S", MAX_SECONDS))
-    est = estimate_full_seconds(P, depth, n * n_scrambles)
+    est = estimate_full_seconds(P, depth, n * n_scrambles, activation)
     if est > lim:
         raise ValueError(
             f"order=2 for block='full' with P={P} inputs, depth={depth} and {n} x {n_scrambles} seed pairs "
-            f"(Sec. 4.12.5) is estimated at ~{est:.3g} s > the limit {lim:g} s (RESSCALE_NEXT_ORDER_MAX_S): "
+            f"(Sec. 4.12.5{'-4.12.6, with relu kink terms' if activation == 'relu' else ''}) is estimated at ~{est:.3g} s > the limit {lim:g} s (RESSCALE_NEXT_ORDER_MAX_S): "
             "use fewer inputs, a shallower net, fewer next_order_samples, order=1, or raise the limit")
     return est
 
 
 def check_full_activation(net):
+    """NotImplementedError unless phi is a built-in with order 2 in the full block (smooth ones: Sec.
+    4.12.5; relu with its kink terms: Sec. 4.12.6). User callables are refused: the tagged neurons need
+    phi's first five derivatives and, at a kink, its delta terms."""
+    from ..activations import BUILTIN
     name = net.phi.name
-    if name not in FULL_NEXT_ORDER_ACTIVATIONS or not net.phi.smooth:
+    builtin = name in BUILTIN and type(net.phi) is type(BUILTIN[name]())
+    if name not in FULL_NEXT_ORDER_ACTIVATIONS or not builtin or (not net.phi.smooth and name != "relu"):
         raise NotImplementedError(
-            f"order=2 for block='full' (docs/theory.md Sec. 4.12.5) evaluates phi's first five "
-            f"derivatives at a tagged neuron, so it needs a smooth built-in activation "
-            f"{FULL_NEXT_ORDER_ACTIVATIONS}; got activation={name!r} (relu's f3, f4 carry delta terms "
-            "that are not implemented): use order=1, or a closed-chain block ('reduced', 'two_layer', "
-            "'feedforward') for which order=2 covers relu")
+            f"order=2 for block='full' (docs/theory.md Sec. 4.12.5-4.12.6) evaluates phi's first five "
+            f"derivatives at a tagged neuron (and relu's delta terms), so it needs a built-in activation "
+            f"{FULL_NEXT_ORDER_ACTIVATIONS}; got activation={name!r} (a user callable): use order=1, or a "
+            "closed-chain block ('reduced', 'two_layer', 'feedforward') for which order=2 covers callables")
 
 
 # ------------------------------------------------------------------ P-part: G(K(t,u)) about K*
@@ -187,17 +201,20 @@ def _phi_jet(name, xj):
     return J.compose(J.phi_derivatives(name, xj[..., 0], J.KMAX), xj)
 
 
-def kernel_jet(net, K0, seeds_x, seeds_y, tensors=None, Ks=None):
+def kernel_jet(net, K0, seeds_x, seeds_y, tensors=None, Ks=None, kink=None):
     """T(P + t (delta_x - P) + u (delta_y - P)) as a jet (B, P, P, NC) (Eq. 4.104-4.105).
 
-    seeds_*: (B, L + 1, P) standard normals (u^0, e^1, ..., e^L) of the two tagged neurons."""
+    seeds_*: (B, L + 1, P) standard normals (u^0, e^1, ..., e^L) of the two tagged neurons.
+    relu: the arc-cosine population part and the pointwise tagged neurons; ``kink`` (rows' layer,
+    comp, m1, m2) puts the delta / delta' markers on the x-neuron (Sec. 4.12.6, Eq. 4.111)."""
     L, P = net.depth, K0.shape[0]
     B = seeds_x.shape[0]
     a, sw2, sb2 = net.alpha, net.sigma_w2, net.sigma_b2
     name = net.phi.name
+    kinked = name == "relu"
     if Ks is None:
         Ks = mean_field_kernel(net, K0=K0, all_layers=True)
-    if tensors is None:
+    if tensors is None and not kinked:
         tensors = [_moment_tensors(name, Ks[l]) for l in range(L)]
     t, u = J.var(0, (B,)), J.var(1, (B,))
     wP = J.const(np.ones(B)) - t - u                       # weight of the P-part
@@ -206,10 +223,14 @@ def kernel_jet(net, K0, seeds_x, seeds_y, tensors=None, Ks=None):
     y = J.const(seeds_y[:, 0] @ L0.T)
     Kj = np.broadcast_to(J.const(K0), (B, P, P, J.NC)).copy()
     for l in range(1, L + 1):
-        Gp = _G_jet(Kj, tensors[l - 1], P)
-        px, py = _phi_jet(name, x), _phi_jet(name, y)
-        EQ = (J.mul(wP[:, None, None], Gp) + J.mul(t[:, None, None], J.outer(px, px))
-              + J.mul(u[:, None, None], J.outer(py, py)))
+        if kinked:
+            Gp = KN.relu_G_jet(Kj, P)
+            ox, oy = KN.tagged_outer(x, l - 1, kink), KN.tagged_outer(y, l - 1)
+        else:
+            Gp = _G_jet(Kj, tensors[l - 1], P)
+            px, py = _phi_jet(name, x), _phi_jet(name, y)
+            ox, oy = J.outer(px, px), J.outer(py, py)
+        EQ = J.mul(wP[:, None, None], Gp) + J.mul(t[:, None, None], ox) + J.mul(u[:, None, None], oy)
         C = sw2 * EQ
         C[..., 0] += sb2
         Lc = J.cholesky(C)
@@ -220,9 +241,10 @@ def kernel_jet(net, K0, seeds_x, seeds_y, tensors=None, Ks=None):
             + J.mul(u[:, None, None], J.outer(y, y)))
 
 
-def _pair_terms(F, ent):
+def _pair_terms(F, ent, kinked=False):
     """Per seed pair: the integrands of V, M, V1, M2 (Eq. 4.107-4.108) on the kernel entries ``ent``
-    (flat indices a P + b, a <= b), and the zero-mean controls (Eq. 4.109)."""
+    (flat indices a P + b, a <= b), and the zero-mean controls (Eq. 4.109; ``kinked``: without
+    f3(x,y,y), f3(y,x,x), whose pointwise parts are not mean-zero for relu, Sec. 4.12.6)."""
     B, P = F.shape[0], F.shape[1]
     c = F.reshape(B, P * P, J.NC)[:, ent]
     g = lambda i, j: c[:, :, J.idx(i, j)]                               # noqa: E731
@@ -245,12 +267,32 @@ def _pair_terms(F, ent):
     # exactly. (Products of degenerate factors, e.g. f1(x) f1(y), also have mean 0, but as controls they
     # bias the pooled-regression estimate of V1 at P = 3 by -1% to -8% for a few % of variance: measured
     # on the exact linear case, docs/theory.md Sec. 4.12.5.)
-    zero = [f1x, f1y, f2xy, f3xyy, f3yxx]
-    return dict(V=V, M=M, V1=V1, M2=M2, T3=T3, zero=np.concatenate(zero, 1))
+    zero = [f1x, f1y, f2xy] + ([] if kinked else [f3xyy, f3yxx])
+    return dict(V=V, M=M, V1=V1, M2=M2, T3=T3, f3xxx=f3xxx, f4=f4, zero=np.concatenate(zero, 1))
+
+
+def _kink_sums(net, K0, Ks, cells, ent, iu, n_kink, rng, batch):
+    """One scramble of the kink terms of V1, M2 for relu (Eq. 4.111-4.112): sum over the cells of
+    p_la E[(D_+ + D_-) / 2] on n_kink Sobol seed pairs, the x-kinks doubled where the integrand is
+    x <-> y symmetric (V1, f4), as a vector in the layout [V1 (upper entries), M2 (entries)]."""
+    L, P = net.depth, K0.shape[0]
+    sob = qmc.Sobol(d=2 * (L + 1) * P, scramble=True, seed=rng)
+    Z = ndtri(np.clip(sob.random(n_kink), 1e-16, 1 - 1e-16)).reshape(n_kink, 2, L + 1, P)
+    sx, sy, spec, wt = KN.kink_rows(Z, cells)
+    out = 0.0
+    for s0 in range(0, sx.shape[0], batch):
+        sl = slice(s0, s0 + batch)
+        sp = {k: v[sl] for k, v in spec.items()}
+        t1 = _pair_terms(kernel_jet(net, K0, sx[sl], sy[sl], Ks=Ks, kink=sp), ent, kinked=True)
+        t0 = _pair_terms(kernel_jet(net, K0, sx[sl], sy[sl], Ks=Ks), ent, kinked=True)
+        d = np.concatenate([2.0 * (t1["V1"] - t0["V1"])[:, iu[0], iu[1]],
+                            (t1["f3xxx"] - t0["f3xxx"]) / 6.0 + (t1["f4"] - t0["f4"]) / 4.0], 1)
+        out = out + wt[sl] @ d
+    return out
 
 
 def full_next_order(net, K0, V=None, M=None, n_samples=None, n_scrambles=None, seed=0, batch=1024,
-                    progress=None):
+                    progress=None, kink_samples=None):
     """V1, M2 of the full block by the fourth-order von Mises expansion (Eq. 4.107-4.109).
 
     ``V``, ``M``: the exact leading-order covariance and mean shift (``finite_width``), used as
@@ -260,6 +302,8 @@ def full_next_order(net, K0, V=None, M=None, n_samples=None, n_scrambles=None, s
     from the same seeds without controls: a built-in check against the walk theory), n_pairs).
     ``n_samples``: seed pairs per scramble (a power of 2, default 2^12, env
     RESSCALE_FULL_NO_SAMPLES); ``n_scrambles``: independent Sobol scrambles (default 16).
+    relu: the pointwise integrand plus the kink terms (Sec. 4.12.6, Eq. 4.111) on ``kink_samples``
+    Sobol pairs per scramble and kink cell (a power of 2, default n_samples / 16).
     """
     check_full_activation(net)
     K0 = np.asarray(K0, dtype=float)
@@ -269,7 +313,11 @@ def full_next_order(net, K0, V=None, M=None, n_samples=None, n_scrambles=None, s
     if R < 2:
         raise ValueError(f"n_scrambles must be >= 2 (the standard error needs the spread), got {R}")
     Ks = mean_field_kernel(net, K0=K0, all_layers=True)
-    tensors = [_moment_tensors(net.phi.name, Ks[l]) for l in range(L)]
+    kinked = net.phi.name == "relu"
+    tensors = None if kinked else [_moment_tensors(net.phi.name, Ks[l]) for l in range(L)]
+    if kinked:
+        cells = KN.kink_cells(net, Ks)
+        n_kink = _samples(kink_samples if kink_samples is not None else max(2, n // 16))
     pairs = [(a, b) for a in range(P) for b in range(a, P)]
     ent = np.array([a * P + b for a, b in pairs])
     nk = len(pairs)
@@ -281,16 +329,18 @@ def full_next_order(net, K0, V=None, M=None, n_samples=None, n_scrambles=None, s
         known.append(np.asarray(M, dtype=float).reshape(-1)[ent])
     dim = 2 * (L + 1) * P
     stats = []          # per scramble: sums of y, x and of the raw V, M integrands
+    kinks = []          # per scramble (relu): the kink terms of V1, M2
     ss = np.random.SeedSequence(seed)
     for r, child in enumerate(ss.spawn(R)):
-        sob = qmc.Sobol(d=dim, scramble=True, seed=np.random.default_rng(child))
+        c_main, c_kink = child.spawn(2) if kinked else (child, None)
+        sob = qmc.Sobol(d=dim, scramble=True, seed=np.random.default_rng(c_main))
         acc = None
         done = 0
         while done < n:
             m = min(batch, n - done)
             pts = sob.random(m)
             Z = ndtri(np.clip(pts, 1e-16, 1 - 1e-16)).reshape(m, 2, L + 1, P)
-            t = _pair_terms(kernel_jet(net, K0, Z[:, 0], Z[:, 1], tensors=tensors, Ks=Ks), ent)
+            t = _pair_terms(kernel_jet(net, K0, Z[:, 0], Z[:, 1], tensors=tensors, Ks=Ks), ent, kinked)
             y = np.concatenate([t["V1"][:, iu[0], iu[1]], t["M2"], t["T3"].reshape(m, -1)], 1)
             raw = np.concatenate([t["V"][:, iu[0], iu[1]], t["M"]], 1)
             ctl = [t["zero"]]
@@ -305,6 +355,8 @@ def full_next_order(net, K0, V=None, M=None, n_samples=None, n_scrambles=None, s
             if progress is not None:
                 progress((r * n + done) / (R * n))
         stats.append(acc)
+        if kinked:
+            kinks.append(_kink_sums(net, K0, Ks, cells, ent, iu, n_kink, np.random.default_rng(c_kink), batch))
     # pooled regression of y on the controls (all of known mean 0), then per-scramble estimates
     N_all = n * R
     sx = sum(a["x"] for a in stats)
@@ -314,6 +366,8 @@ def full_next_order(net, K0, V=None, M=None, n_samples=None, n_scrambles=None, s
     scale = np.sqrt(np.maximum(np.diag(Sxx), 1e-300))
     beta = (np.linalg.pinv(Sxx / np.outer(scale, scale), rcond=1e-10) @ (Sxy / scale[:, None])) / scale[:, None]
     est = np.array([a["y"] / n - (a["x"] / n) @ beta for a in stats])
+    if kinked:
+        est[:, :len(iu[0]) + nk] += np.array(kinks)
     mean, se = est.mean(0), est.std(0, ddof=1) / math.sqrt(R)
     raw = np.array([a["raw"] / n for a in stats])
     nv = len(iu[0])

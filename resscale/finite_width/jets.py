@@ -189,11 +189,13 @@ def _tanh_polys(kmax):
 
 
 def phi_derivatives(name, u, kmax):
-    """phi^(k)(u), k = 0..kmax, for the smooth built-in activations (array (kmax+1,) + u.shape).
+    """phi^(k)(u), k = 0..kmax, for the built-in activations (array (kmax+1,) + u.shape).
 
     erf: erf^(k) = (2/sqrt(pi)) (-1)^(k-1) H_{k-1}(u) e^{-u^2} (physicists' Hermite);
     tanh: polynomials in tanh; gelu = u Phi(u): gelu^(k) = u Phi^(k) + k Phi^(k-1),
-    Phi^(j) = (-1)^(j-1) He_{j-1}(u) N(u) (probabilists' Hermite); linear: u, 1, 0, ...
+    Phi^(j) = (-1)^(j-1) He_{j-1}(u) N(u) (probabilists' Hermite); linear: u, 1, 0, ...;
+    relu: max(u, 0), H(u) = 1[u > 0], then 0: the pointwise (almost-everywhere) values only; the
+    distributional parts relu^(2) = delta, relu^(3) = delta' are the kink terms (Sec. 4.12.6).
     """
     u = np.asarray(u, dtype=float)
     out = np.zeros((kmax + 1,) + u.shape)
@@ -201,6 +203,10 @@ def phi_derivatives(name, u, kmax):
         out[0] = u
         if kmax >= 1:
             out[1] = 1.0
+    elif name == "relu":
+        out[0] = np.maximum(u, 0.0)
+        if kmax >= 1:
+            out[1] = (u > 0).astype(float)
     elif name == "erf":
         out[0] = special.erf(u)
         g = (2.0 / _SQRT_PI) * np.exp(-u * u)

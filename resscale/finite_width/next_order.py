@@ -185,7 +185,7 @@ def validity_warning(fw):
 def check_next_order(net, order, resummed=False, full=False):
     """Validate ``order`` (1 or 2; with ``resummed`` also "resummed"); order=2 / "resummed" only for the
     closed-chain blocks, and (``full=True``: :func:`finite_width` itself) order=2 also for the full block
-    with a smooth built-in activation (Sec. 4.12.5)."""
+    with a built-in activation (Sec. 4.12.5; relu: Sec. 4.12.6)."""
     if isinstance(order, str) and resummed and order == "resummed":
         if net.block not in RESUMMED_BLOCKS:
             raise NotImplementedError(

@@ -95,11 +95,14 @@ class FiniteWidthResult:
         if self.net.block in NEXT_ORDER_BLOCKS:
             return next_order_theory(self.net, self.K0)
         if self.net.block == "full":
-            from .full_next_order import (DEFAULT_SCRAMBLES, FULL_NEXT_ORDER_ACTIVATIONS,
-                                          estimate_full_seconds, full_next_order)
+            from .full_next_order import (DEFAULT_SCRAMBLES, check_full_activation, estimate_full_seconds,
+                                          full_next_order)
             P = self.K0.shape[0]
-            if (self.net.phi.name in FULL_NEXT_ORDER_ACTIVATIONS and self.net.phi.smooth
-                    and estimate_full_seconds(P, self.net.depth, 2 ** 10 * DEFAULT_SCRAMBLES) < 10.0):
+            try:
+                check_full_activation(self.net)
+            except NotImplementedError:
+                return None
+            if estimate_full_seconds(P, self.net.depth, 2 ** 10 * DEFAULT_SCRAMBLES, self.net.phi.name) < 10.0:
                 try:
                     return full_next_order(self.net, self.K0, V=self.covariance, M=self.mean_shift,
                                            n_samples=2 ** 10)

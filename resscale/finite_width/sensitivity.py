@@ -106,7 +106,7 @@ def sensitivity_correction2(net, c0, q0=1.0, alphas=None, dc=2e-3, n_r=12, n_t=8
     delta2 = d/dc0 of Eq. 4.96 by a central difference in c0 (step ``dc``; the finite-difference
     derivatives of the drift inside the recursion are smooth in c0, measured change of delta2
     below 1e-4 relative between dc = 1e-3 and 4e-3). Two next-order runs per alpha.
-    Full block (smooth built-in phi, Sec. 4.12.5): the moments a2, c2, t2 come from the quasi-Monte-Carlo
+    Full block (built-in phi, Sec. 4.12.5-4.12.6): the moments a2, c2, t2 come from the quasi-Monte-Carlo
     von Mises integration (``n_samples`` seed pairs per scramble) with the same seeds at both c0.
     """
     from .next_order import check_next_order, next_order_theory
@@ -117,7 +117,7 @@ def sensitivity_correction2(net, c0, q0=1.0, alphas=None, dc=2e-3, n_r=12, n_t=8
         from .full_next_order import DEFAULT_SCRAMBLES, _samples, estimate_full_seconds, full_chain_stats
         from .next_order import MAX_SECONDS
         n_alpha = 1 if alphas is None else int(np.size(alphas))
-        est = 2 * n_alpha * estimate_full_seconds(2, net.depth, _samples(n_samples) * DEFAULT_SCRAMBLES)
+        est = 2 * n_alpha * estimate_full_seconds(2, net.depth, _samples(n_samples) * DEFAULT_SCRAMBLES, net.phi.name)
         lim = float(os.environ.get("RESSCALE_NEXT_ORDER_MAX_S", MAX_SECONDS))
         if est > lim:
             raise ValueError(f"S_N at order 2 for block='full' with depth={net.depth} and {n_alpha} alphas needs "
@@ -145,7 +145,7 @@ def sensitivity_correction(net, c0, q0=1.0, alphas=None, dc=1e-4, order=1, width
     two :func:`finite_width` evaluations per alpha (``kw``: n_r, n_t). S_N = S_inf + delta/N
     for every N, so one delta serves all widths.
 
-    ``order=2`` (blocks two_layer / reduced / feedforward, full with a smooth built-in phi; needs ``width``): the width-dependent effective
+    ``order=2`` (blocks two_layer / reduced / feedforward, full with a built-in phi; needs ``width``): the width-dependent effective
     coefficient delta + delta2/N, so that S_N = S_inf + (delta + delta2/N)/N to O(1/N^2)
     (Eq. 4.97, :func:`sensitivity_correction2`).
     """
@@ -165,7 +165,7 @@ def sensitivity_correction(net, c0, q0=1.0, alphas=None, dc=1e-4, order=1, width
 
 def sensitivity_finite_width(net, c0, q0=1.0, width=None, alphas=None, dc=1e-4, order=1, **kw):
     """Finite-width sensitivity S_N(alpha) = d/dc0 E[c_hat^L] to O(1/N) (docs/theory.md Eq. 4.29),
-    or to O(1/N^2) with ``order=2`` (blocks two_layer / reduced / feedforward, and full with a smooth built-in phi
+    or to O(1/N^2) with ``order=2`` (blocks two_layer / reduced / feedforward, and full with a built-in phi
     (Sec. 4.12.5, Eq. 4.110): S_N = S_inf + delta/N + delta2/N^2,
     Eq. 4.97, delta2 from :func:`sensitivity_correction2`; other blocks raise NotImplementedError).
 
