@@ -47,13 +47,16 @@ def networks_for_same_se(net, K0, fw, N=32, S_probe=20000):
 def main(argv=None):
     ap = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
     ap.add_argument("--quick", action="store_true", help="smaller grid (CI smoke)")
+    ap.add_argument("--blocks", default="two_layer,reduced,feedforward,full,full-relu",
+                    help="comma list; full-relu: the full block with relu and its kink terms (Sec. 4.12.6)")
     args = ap.parse_args(argv)
     depths = (4, 8) if args.quick else (4, 8, 16)
     rows = []
-    for block in ("two_layer", "reduced", "feedforward", "full"):
+    for label in args.blocks.split(","):
+        block, act = ("full", "relu") if label == "full-relu" else (label, "erf")
         for P in (2, 3):
-            for L in depths:
-                net = rs.ResNet(block=block, activation="erf", depth=L, alpha=0.5, sigma_w2=1.5, sigma_b2=0.1)
+            for L in (depths[:2] if act == "relu" else depths):    # relu's kink terms: cost ~ L^2
+                net = rs.ResNet(block=block, activation=act, depth=L, alpha=0.5, sigma_w2=1.5, sigma_b2=0.1)
                 K0 = K3[:P, :P]
                 t1, _ = _time(lambda: rs.finite_width(net, K0=K0, method="exact"))
                 kw = dict(next_order_samples=2 ** 10) if args.quick and block == "full" else {}
@@ -62,8 +65,8 @@ def main(argv=None):
                 if block == "full" and P == 2:
                     S, ts = networks_for_same_se(net, K0, fw)
                     extra = f"{S:.2g} networks, ~{ts:.0f} s"
-                rows.append((block, P, L, t1, t2, extra))
-                print(f"  {block} P={P} L={L}: order 1 {t1:.2f} s, order 2 {t2:.2f} s", file=sys.stderr, flush=True)
+                rows.append((label, P, L, t1, t2, extra))
+                print(f"  {label} P={P} L={L}: order 1 {t1:.2f} s, order 2 {t2:.2f} s", file=sys.stderr, flush=True)
     print("| block | P | L | order 1 (s) | order 2 (s) | ratio | MC for the same V1 SE (N = 32) |")
     print("|---|---|---|---|---|---|---|")
     for block, P, L, t1, t2, extra in rows:

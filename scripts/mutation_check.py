@@ -42,7 +42,8 @@ from pathlib import Path
 ROOT = Path(__file__).resolve().parents[1]
 START, END = "<!-- mutation:start -->", "<!-- mutation:end -->"
 # fast physics tests run first so that caught mutants fail fast under -x
-FIRST = ["tests/test_physics_power.py", "tests/test_two_layer.py", "tests/test_full_next_order.py"]
+FIRST = ["tests/test_physics_power.py", "tests/test_two_layer.py", "tests/test_full_next_order.py",
+         "tests/test_full_kinks.py"]
 FIRST_SLOW = ["tests/test_physics_power_slow.py"]
 TIMEOUT = 1800  # seconds per pytest run
 
@@ -251,6 +252,17 @@ MUTANTS = [
     ("FN_JET3_x1.1", FW + "jets.py", "out = out + (derivs[k] / math.factorial(k))[..., None] * pw[k]",
      "out = out + ((1.1 if k == 3 else 1.0) * derivs[k] / math.factorial(k))[..., None] * pw[k]",
      "jets: third Taylor term of composed functions x1.1"),
+    # relu in the full block (Sec. 4.12.6): arc-cosine jets, kink weights, delta' markers, relu^2 diagonal
+    ("KN_GAA_x1.1", FW + "full_kinks.py", "G[:, a, a] = 0.5 * Kj[:, a, a]", "G[:, a, a] = 0.55 * Kj[:, a, a]",
+     "relu full next order: arc-cosine G_aa jet x1.1"),
+    ("KN_ACOS3_x1.1", FW + "full_kinks.py", "g.append(rho * g[0] / s)", "g.append(1.1 * rho * g[0] / s)",
+     "relu full next order: third derivative of the arc-cosine J x1.1"),
+    ("KN_P0_x1.1", FW + "full_kinks.py", "p0 = 1.0 / math.sqrt(2.0 * math.pi * var)",
+     "p0 = 1.1 / math.sqrt(2.0 * math.pi * var)", "relu kink terms: density at the kink x1.1"),
+    ("KN_DPRIME_x1.1", FW + "full_kinks.py", "m2.append(np.full(n, -sgn / h))", "m2.append(np.full(n, -1.1 * sgn / h))",
+     "relu kink terms: delta' finite-difference marker x1.1"),
+    ("KN_SQ3_x1.1", FW + "full_kinks.py", "sq[3] = 2.0 * d[2]", "sq[3] = 2.2 * d[2]",
+     "relu kink terms: delta of relu^2 on the diagonal x1.1"),
 ]
 
 _IGNORE = shutil.ignore_patterns(".git", "__pycache__", ".pytest_cache", "*.egg-info", "build", "dist",

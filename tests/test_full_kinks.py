@@ -242,3 +242,36 @@ def test_kink_terms_against_smoothed_relu(P, L, monkeypatch):
     print(f"kink terms {k} +- {ks}; smoothed {e} +- {es}")
     assert np.all(np.abs(k - e) < 4 * se), (k, ks, e, es)
     assert np.max(np.abs(k) / se) > 8.0          # the kink part is resolved: not vacuous
+
+
+def test_cli_and_sensitivity_relu_full_order2():
+    from typer.testing import CliRunner
+
+    from resscale.cli import app
+    r = CliRunner().invoke(app, ["finite", "--block", "full", "--activation", "relu", "--depth", "3", "--alpha",
+                                 "0.6", "--width", "32", "--order", "2"])
+    assert r.exit_code == 0, r.output
+    assert "V1" in r.output and "4.12.6" in r.output
+    net = rs.ResNet(block="full", activation="relu", depth=3, alpha=0.6, sigma_w2=1.4, sigma_b2=0.1)
+    s1 = rs.sensitivity_finite_width(net, 0.5, 1.0, width=16)
+    s2 = rs.sensitivity_finite_width(net, 0.5, 1.0, width=16, order=2, n_samples=2 ** 10)
+    assert np.isfinite(s2) and abs(s2 - s1) < 0.1 * abs(s1)
+
+
+@pytest.mark.slow
+def test_relu_full_against_networks():
+    """relu, full, L = 4, N = 32: the leading order misses N Cov by > 6 SE, V + V1/N (with its kink terms)
+    is within 4 SE (simulation: rs.simulate, weights drawn)."""
+    net = rs.ResNet(block="full", activation="relu", depth=4, alpha=0.6, sigma_w2=1.4, sigma_b2=0.1)
+    N, S = 32, 60000
+    fw = rs.finite_width(net, width=N, K0=K2, order=2)
+    k = rs.simulate(net, width=N, n_networks=S, K0=K2, seed=12, method="gram").kernels
+    x = np.stack([k[:, 0, 0], k[:, 0, 1], k[:, 1, 1]], axis=1)
+    d = x - x.mean(0)
+    prod = N * d[:, :, None] * d[:, None, :]
+    C, Cse = prod.mean(0) * S / (S - 1), prod.std(0) / math.sqrt(S)
+    idx = [(0, 0), (0, 1), (1, 1)]
+    sel = lambda T: np.array([[T[a + b] for b in idx] for a in idx])                    # noqa: E731
+    se = np.sqrt(Cse ** 2 + (sel(fw.extras["next_order_se"]["V1"]) / N) ** 2)
+    assert np.max(np.abs(sel(fw.covariance) - C) / Cse) > 6.0
+    assert np.max(np.abs(sel(fw.predicted_covariance) - C) / se) < 4.0

@@ -32,8 +32,9 @@ def register(app: typer.Typer) -> None:
                                                 "docs/theory.md Sec. 4.9; auto = interpolated for L > 64)."),
         as_json: bool = typer.Option(False, "--json", help="Print JSON."),
         order: str = typer.Option("1", "--order", help="1: leading 1/N theory; 2: also the next order V1, M2 "
-                                                     "(all blocks; full block: smooth built-in activations, "
-                                                     "integrated by quasi-Monte-Carlo, docs/theory.md Sec. 4.12.5); "
+                                                     "(all blocks; full block: built-in activations, "
+                                                     "integrated by quasi-Monte-Carlo, docs/theory.md Sec. 4.12.5; "
+                                                     "relu with its kink terms, Sec. 4.12.6); "
                                                      "resummed: order 2 plus the cumulant-closure prediction "
                                                      "(two_layer, reduced; Sec. 4.12.3)."),
     ):
@@ -103,7 +104,7 @@ def register(app: typer.Typer) -> None:
             se = fw.extras.get("next_order_se")
             if se is not None:
                 typer.echo(f"integration standard errors (quasi-Monte-Carlo, {se['n_pairs']} seed pairs; "
-                           "docs/theory.md Sec. 4.12.5): V1 above +-")
+                           f"docs/theory.md Sec. 4.12.5{'-4.12.6' if net.phi.name == 'relu' else ''}): V1 above +-")
                 typer.echo(str(np.array([[se["V1"][a + c] for c in iu] for a in iu])))
                 typer.echo(f"M2 +-\n{se['M2']}")
             if fw.resummed_covariance is not None and width is not None:

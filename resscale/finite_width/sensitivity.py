@@ -153,9 +153,10 @@ def sensitivity_correction(net, c0, q0=1.0, alphas=None, dc=1e-4, order=1, width
     order = check_next_order(net, order, full=True)
     if order == 2:
         width = _check_width(width, required=True)
-        d1 = sensitivity_correction(net, c0, q0, alphas=alphas, dc=dc, **kw)
+        d1 = sensitivity_correction(net, c0, q0, alphas=alphas, dc=dc, **{k: v for k, v in kw.items()
+                                                                           if k != "n_samples"})
         d2 = sensitivity_correction2(net, c0, q0, alphas=alphas, **{k: v for k, v in kw.items()
-                                                                     if k in ("n_r", "n_t")})
+                                                                     if k in ("n_r", "n_t", "n_samples")})
         return d1 + d2 / width
     def coefficient(nn, K0):
         fw = finite_width(nn, K0=K0, **kw)
