@@ -93,7 +93,7 @@ def finite_width(net, width=None, X=None, K0=None, mean_shift=True, n_r=12, n_t=
         C(P, 4) four-input sub-kernels, Eq. 4.98, refused with a cost estimate above
         ``next_order.MAX_SECONDS``) | "resummed" (order 2 plus the non-perturbative moment-closure
         prediction of Sec. 4.12.3, ``resummed_covariance`` / ``resummed_mean``, P <= 3).
-        Block "full" (built-in phi: erf, tanh, gelu, linear, and relu with its kink terms, Sec. 4.12.6): V1, M2 from the fourth-order von
+        Block "full" (erf, tanh, gelu, linear, a smooth callable, and relu with its kink terms, Sec. 4.12.6): V1, M2 from the fourth-order von
         Mises expansion integrated by randomized quasi-Monte-Carlo (Sec. 4.12.5, Eq. 4.107-4.109);
         their integration standard errors are in ``extras["next_order_se"]``, and the leading order
         re-integrated from the same seeds (a check against V, M) in ``extras["next_order_check"]``.

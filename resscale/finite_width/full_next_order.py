@@ -29,8 +29,9 @@ quasi-Monte-Carlo (scrambled Sobol points, R independent scrambles; the spread o
 estimates gives the standard error reported with V1 and M2). The integrand uses phi up to its
 5th derivative at the tagged neuron, pointwise. relu (Sec. 4.12.6, :mod:`.full_kinks`): the
 population part in the arc-cosine closed form, and the delta / delta' terms that relu^(2) and
-relu^(3) put into f3, f4 added by conditioning the seeds on the kinks (Eq. 4.111-4.112). User
-callables are refused (their derivatives and kinks are not available to the tagged neuron).
+relu^(3) put into f3, f4 added by conditioning the seeds on the kinks (Eq. 4.111-4.112). A smooth
+user callable: derivatives 3-5 by central differences (:func:`.jets.callable_derivatives`); callables
+with declared kinks are refused.
 """
 from __future__ import annotations
 
@@ -90,19 +91,32 @@ def check_full_cost(P, depth, n_samples=None, n_scrambles=DEFAULT_SCRAMBLES, act
     return est
 
 
-def check_full_activation(net):
-    """NotImplementedError unless phi is a built-in with order 2 in the full block (smooth ones: Sec.
-    4.12.5; relu with its kink terms: Sec. 4.12.6). User callables are refused: the tagged neurons need
-    phi's first five derivatives and, at a kink, its delta terms."""
+def _is_builtin(phi):
     from ..activations import BUILTIN
-    name = net.phi.name
-    builtin = name in BUILTIN and type(net.phi) is type(BUILTIN[name]())
-    if name not in FULL_NEXT_ORDER_ACTIVATIONS or not builtin or (not net.phi.smooth and name != "relu"):
-        raise NotImplementedError(
-            f"order=2 for block='full' (docs/theory.md Sec. 4.12.5-4.12.6) evaluates phi's first five "
-            f"derivatives at a tagged neuron (and relu's delta terms), so it needs a built-in activation "
-            f"{FULL_NEXT_ORDER_ACTIVATIONS}; got activation={name!r} (a user callable): use order=1, or a "
-            "closed-chain block ('reduced', 'two_layer', 'feedforward') for which order=2 covers callables")
+    return phi.name in BUILTIN and type(phi) is type(BUILTIN[phi.name]())
+
+
+def phi_key(net):
+    """What the jets dispatch on: a built-in's name (closed-form derivatives), else the Activation
+    (a smooth user callable: :func:`.jets.callable_derivatives`)."""
+    return net.phi.name if _is_builtin(net.phi) else net.phi
+
+
+def check_full_activation(net):
+    """NotImplementedError unless phi has order 2 in the full block: the smooth built-ins (Sec. 4.12.5),
+    relu with its kink terms (Sec. 4.12.6), or a smooth user callable (derivatives 3-5 by central
+    differences). Kinked callables are refused: their delta terms are not available."""
+    phi = net.phi
+    if _is_builtin(phi):
+        if phi.name in FULL_NEXT_ORDER_ACTIVATIONS:
+            return
+    elif phi.smooth and phi.supports_finite_width:
+        return
+    raise NotImplementedError(
+        f"order=2 for block='full' (docs/theory.md Sec. 4.12.5-4.12.6) needs phi's derivatives and, at a kink, "
+        f"its delta terms at a tagged neuron: built-in activations {FULL_NEXT_ORDER_ACTIVATIONS} or a smooth "
+        f"callable; got activation={phi.name!r} (a callable with declared kinks): use order=1, the built-in "
+        "'relu', or a closed-chain block ('reduced', 'two_layer', 'feedforward')")
 
 
 # ------------------------------------------------------------------ P-part: G(K(t,u)) about K*
@@ -120,6 +134,7 @@ def _normal_rule(width):
 
 
 def _moment_tensors(name, K):
+    # name: a built-in's name or a smooth Activation (phi_key)
     """Per pair a <= b of the mean-field kernel K: the Taylor coefficients of G_ab in the
     Cholesky coordinates (Eq. 4.106).
 
@@ -210,7 +225,7 @@ def kernel_jet(net, K0, seeds_x, seeds_y, tensors=None, Ks=None, kink=None):
     L, P = net.depth, K0.shape[0]
     B = seeds_x.shape[0]
     a, sw2, sb2 = net.alpha, net.sigma_w2, net.sigma_b2
-    name = net.phi.name
+    name = phi_key(net)
     kinked = name == "relu"
     if Ks is None:
         Ks = mean_field_kernel(net, K0=K0, all_layers=True)
@@ -313,8 +328,8 @@ def full_next_order(net, K0, V=None, M=None, n_samples=None, n_scrambles=None, s
     if R < 2:
         raise ValueError(f"n_scrambles must be >= 2 (the standard error needs the spread), got {R}")
     Ks = mean_field_kernel(net, K0=K0, all_layers=True)
-    kinked = net.phi.name == "relu"
-    tensors = None if kinked else [_moment_tensors(net.phi.name, Ks[l]) for l in range(L)]
+    kinked = phi_key(net) == "relu"
+    tensors = None if kinked else [_moment_tensors(phi_key(net), Ks[l]) for l in range(L)]
     if kinked:
         cells = KN.kink_cells(net, Ks)
         n_kink = _samples(kink_samples if kink_samples is not None else max(2, n // 16))
