@@ -27,7 +27,7 @@ from resscale.finite_width import full_next_order as FN
 from resscale.finite_width import jets as J
 from resscale.kernel_recursion import mean_field_kernel
 
-from test_full_next_order import _cauchy, _chol_c, _z
+from test_full_next_order import _cauchy, _chol_c, _z, check_against_networks
 
 K2 = np.array([[1.0, 0.6], [0.6, 1.5]])
 K3 = np.array([[1.0, 0.5, 0.3], [0.5, 1.2, 0.4], [0.3, 0.4, 0.8]])
@@ -262,16 +262,5 @@ def test_cli_and_sensitivity_relu_full_order2():
 def test_relu_full_against_networks():
     """relu, full, L = 4, N = 32: the leading order misses N Cov by > 6 SE, V + V1/N (with its kink terms)
     is within 4 SE (simulation: rs.simulate, weights drawn)."""
-    net = rs.ResNet(block="full", activation="relu", depth=4, alpha=0.6, sigma_w2=1.4, sigma_b2=0.1)
-    N, S = 32, 60000
-    fw = rs.finite_width(net, width=N, K0=K2, order=2)
-    k = rs.simulate(net, width=N, n_networks=S, K0=K2, seed=12, method="gram").kernels
-    x = np.stack([k[:, 0, 0], k[:, 0, 1], k[:, 1, 1]], axis=1)
-    d = x - x.mean(0)
-    prod = N * d[:, :, None] * d[:, None, :]
-    C, Cse = prod.mean(0) * S / (S - 1), prod.std(0) / math.sqrt(S)
-    idx = [(0, 0), (0, 1), (1, 1)]
-    sel = lambda T: np.array([[T[a + b] for b in idx] for a in idx])                    # noqa: E731
-    se = np.sqrt(Cse ** 2 + (sel(fw.extras["next_order_se"]["V1"]) / N) ** 2)
-    assert np.max(np.abs(sel(fw.covariance) - C) / Cse) > 6.0
-    assert np.max(np.abs(sel(fw.predicted_covariance) - C) / se) < 4.0
+    check_against_networks(rs.ResNet(block="full", activation="relu", depth=4, alpha=0.6, sigma_w2=1.4,
+                                     sigma_b2=0.1), seed=12)
