@@ -196,6 +196,11 @@ def fit_point(name, budget_s, widths=WIDTHS, seed=11):
     V1 = np.array([[fw.covariance_correction[a, b, c, d] for (c, d) in pairs] for (a, b) in pairs])[iu]
     M = np.array([fw.mean_shift[a, b] for (a, b) in pairs])
     M2 = np.array([fw.mean_shift2[a, b] for (a, b) in pairs])
+    # full block: V1, M2 carry an integration SE (Sec. 4.12.5), combined into z; closed chains: exact
+    tse = fw.extras.get("next_order_se")
+    V1se = (np.array([[tse["V1"][a, b, c, d] for (c, d) in pairs] for (a, b) in pairs])[iu] if tse
+            else np.zeros_like(V1))
+    M2se = np.array([tse["M2"][a, b] for (a, b) in pairs]) if tse else np.zeros_like(M2)
     chain = FullChain(net, K0, fw) if net.block == "full" else Chain(net, K0)
     cpath = os.path.join(CACHE, f"{point_key(name)}_cost.json")
     if os.path.exists(cpath):
@@ -218,9 +223,9 @@ def fit_point(name, budget_s, widths=WIDTHS, seed=11):
     labels = [f"{pairs[i][0]}{pairs[i][1]},{pairs[j][0]}{pairs[j][1]}" for i, j in zip(*iu)]
     rows = []
     for e, lab in enumerate(labels):
-        rows.append(_fit_row("cov", lab, Ns, Y[:, e], Yse[:, e], V[e], V1[e]))
+        rows.append(_fit_row("cov", lab, Ns, Y[:, e], Yse[:, e], V[e], V1[e], V1se[e]))
     for e, (a, b) in enumerate(pairs):
-        rows.append(_fit_row("mean", f"{a}{b}", Ns, Z[:, e], np.maximum(Zse[:, e], 1e-12), M[e], M2[e]))
+        rows.append(_fit_row("mean", f"{a}{b}", Ns, Z[:, e], np.maximum(Zse[:, e], 1e-12), M[e], M2[e], M2se[e]))
     return dict(point=name, block=net.block, activation=net.phi.name, L=net.depth, alpha=net.alpha,
                 sigma_w2=net.sigma_w2, sigma_b2=net.sigma_b2, widths=list(widths),
                 S=[p["S"] for p in per_width], cpu=float(sum(p["cpu"] for p in per_width)),
@@ -228,14 +233,16 @@ def fit_point(name, budget_s, widths=WIDTHS, seed=11):
                 y=Y.tolist(), yse=Yse.tolist(), z=Z.tolist(), zse=Zse.tolist(), labels=labels, fits=rows)
 
 
-def _fit_row(kind, lab, Ns, y, se, T0, T1):
-    row = dict(kind=kind, entry=lab, theory0=float(T0), theory1=float(T1))
+def _fit_row(kind, lab, Ns, y, se, T0, T1, T1se=0.0):
+    """Quadratic and cubic WLS fits of one entry; z1 combines the fit's SE with the theory's (T1se)."""
+    row = dict(kind=kind, entry=lab, theory0=float(T0), theory1=float(T1), theory1_se=float(T1se))
     for deg in (2, 3):
         c, cov, chi2, dof = wls_fit(Ns, y, se, deg)
         row[f"d{deg}"] = dict(c0=float(c[0]), c0se=float(np.sqrt(cov[0, 0])), c1=float(c[1]),
                               c1se=float(np.sqrt(cov[1, 1])), c2=float(c[2]), c2se=float(np.sqrt(cov[2, 2])),
                               chi2=chi2, dof=dof, p=chi2_sf(chi2, dof),
-                              z0=float((c[0] - T0) / np.sqrt(cov[0, 0])), z1=float((c[1] - T1) / np.sqrt(cov[1, 1])))
+                              z0=float((c[0] - T0) / np.sqrt(cov[0, 0])),
+                              z1=float((c[1] - T1) / np.sqrt(cov[1, 1] + T1se ** 2)))
     return row
 
 
@@ -271,11 +278,12 @@ def render(results):
                 "| quantity | entry | theory V (M) | fit quad | z | theory V1 (M2) | fit quad +- SE | z quad | "
                 "chi2/dof quad (p) | 1/N^2 coef quad | fit cubic +- SE | z cubic | chi2/dof cubic |",
                 "|---|---|---|---|---|---|---|---|---|---|---|---|---|"]
+        th_se = lambda f: f" +- {f['theory1_se']:.3f}" if f.get("theory1_se") else ""          # noqa: E731
         for f in r["fits"]:
             q, c = f["d2"], f["d3"]
             nm = ("N Cov", "V", "V1") if f["kind"] == "cov" else ("N (E K - K)", "M", "M2")
             out.append(f"| {nm[0]} | {f['entry']} | {f['theory0']:.4f} | {q['c0']:.4f} +- {q['c0se']:.4f} | "
-                       f"{q['z0']:+.1f} | {f['theory1']:.3f} | {q['c1']:.3f} +- {q['c1se']:.3f} | {q['z1']:+.1f} | "
+                       f"{q['z0']:+.1f} | {f['theory1']:.3f}{th_se(f)} | {q['c1']:.3f} +- {q['c1se']:.3f} | {q['z1']:+.1f} | "
                        f"{q['chi2']:.1f}/{q['dof']} ({q['p']:.2f}) | {q['c2']:.0f} +- {q['c2se']:.0f} | "
                        f"{c['c1']:.3f} +- {c['c1se']:.3f} | {c['z1']:+.1f} | {c['chi2']:.1f}/{c['dof']} |")
         out.append("")
