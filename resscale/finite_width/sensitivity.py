@@ -98,6 +98,18 @@ def _d_dc0(coefficient, net, c0, q0, alphas, dc):
     return float(out[0]) if scalar else out
 
 
+def _check_full_kinked(net):
+    """S_N to O(1/N^2) in the full block differentiates quasi-Monte-Carlo moments in c0 with common random
+    numbers, which is smooth only for a smooth phi: refuse relu (docs/theory.md Sec. 4.12.6)."""
+    if net.block == "full" and not net.phi.smooth:
+        raise NotImplementedError(
+            f"S_N at order=2 for block='full' with activation={net.phi.name!r} (docs/theory.md Sec. 4.12.6): "
+            "delta2 differentiates the quasi-Monte-Carlo V1, M2, kappa3 in c0 with common random numbers, and "
+            "relu's kinks make that difference noise-dominated (measured at L = 4: delta2 = -0.7 .. -2.9 over "
+            "4 seeds, against about -0.4 from simulated networks); use order=1 for S_N, a smooth activation, "
+            "or a closed-chain block. finite_width(..., order=2) itself (V1, M2 at fixed inputs) covers relu")
+
+
 def sensitivity_correction2(net, c0, q0=1.0, alphas=None, dc=2e-3, n_r=12, n_t=8, n_samples=None):
     """delta2(alpha): the width-independent 1/N^2 coefficient of the finite-width sensitivity,
     S_N = S_inf + delta/N + delta2/N^2 + O(1/N^3) (docs/theory.md Eq. 4.97; blocks two_layer, feedforward and
@@ -106,11 +118,12 @@ def sensitivity_correction2(net, c0, q0=1.0, alphas=None, dc=2e-3, n_r=12, n_t=8
     delta2 = d/dc0 of Eq. 4.96 by a central difference in c0 (step ``dc``; the finite-difference
     derivatives of the drift inside the recursion are smooth in c0, measured change of delta2
     below 1e-4 relative between dc = 1e-3 and 4e-3). Two next-order runs per alpha.
-    Full block (built-in phi, Sec. 4.12.5-4.12.6): the moments a2, c2, t2 come from the quasi-Monte-Carlo
+    Full block (smooth phi, Sec. 4.12.5; relu refused, Sec. 4.12.6): the moments a2, c2, t2 come from the quasi-Monte-Carlo
     von Mises integration (``n_samples`` seed pairs per scramble) with the same seeds at both c0.
     """
     from .next_order import check_next_order, next_order_theory
     check_next_order(net, 2, full=True)
+    _check_full_kinked(net)
     if net.block == "full":   # Sec. 4.12.5: moments by quasi-Monte-Carlo, the same seeds at both c0
         import os
 
@@ -145,13 +158,14 @@ def sensitivity_correction(net, c0, q0=1.0, alphas=None, dc=1e-4, order=1, width
     two :func:`finite_width` evaluations per alpha (``kw``: n_r, n_t). S_N = S_inf + delta/N
     for every N, so one delta serves all widths.
 
-    ``order=2`` (blocks two_layer / reduced / feedforward, full with a built-in phi; needs ``width``): the width-dependent effective
+    ``order=2`` (blocks two_layer / reduced / feedforward, full with a smooth phi; needs ``width``): the width-dependent effective
     coefficient delta + delta2/N, so that S_N = S_inf + (delta + delta2/N)/N to O(1/N^2)
     (Eq. 4.97, :func:`sensitivity_correction2`).
     """
     from .next_order import check_next_order
     order = check_next_order(net, order, full=True)
     if order == 2:
+        _check_full_kinked(net)
         width = _check_width(width, required=True)
         d1 = sensitivity_correction(net, c0, q0, alphas=alphas, dc=dc, **{k: v for k, v in kw.items()
                                                                            if k != "n_samples"})
@@ -166,7 +180,7 @@ def sensitivity_correction(net, c0, q0=1.0, alphas=None, dc=1e-4, order=1, width
 
 def sensitivity_finite_width(net, c0, q0=1.0, width=None, alphas=None, dc=1e-4, order=1, **kw):
     """Finite-width sensitivity S_N(alpha) = d/dc0 E[c_hat^L] to O(1/N) (docs/theory.md Eq. 4.29),
-    or to O(1/N^2) with ``order=2`` (blocks two_layer / reduced / feedforward, and full with a built-in phi
+    or to O(1/N^2) with ``order=2`` (blocks two_layer / reduced / feedforward, and full with a smooth phi
     (Sec. 4.12.5, Eq. 4.110): S_N = S_inf + delta/N + delta2/N^2,
     Eq. 4.97, delta2 from :func:`sensitivity_correction2`; other blocks raise NotImplementedError).
 
@@ -183,6 +197,8 @@ def sensitivity_finite_width(net, c0, q0=1.0, width=None, alphas=None, dc=1e-4, 
     """
     from .next_order import check_next_order
     order = check_next_order(net, order, full=True)
+    if order == 2:
+        _check_full_kinked(net)
     width = _check_width(width, required=True)
     c0, q0, alphas, scalar, lo, hi = _check_sens_args(c0, q0, alphas, net, dc)
     s_inf = np.atleast_1d(sensitivity(net, c0, q0, alphas=alphas))
