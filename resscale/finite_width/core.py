@@ -9,7 +9,7 @@ from .full import _full_or_ff
 from .interpolated import full_block_interpolated  # Sec. 4.9, Eq. 4.61-4.65
 from .reduced import reduced_block_theory  # Sec. 4.8, Eq. 4.40-4.52
 from .next_order import check_cost, check_next_order, next_order_theory  # Sec. 4.12
-from .full_next_order import check_full_cost, full_next_order  # Sec. 4.12.5
+from .full_next_order import check_full_cost, full_next_order, phi_key  # Sec. 4.12.5
 from .result import FiniteWidthResult
 from .two_layer import two_layer_block_theory  # Sec. 4.11, Eq. 4.70-4.75
 
@@ -122,7 +122,7 @@ def finite_width(net, width=None, X=None, K0=None, mean_shift=True, n_r=12, n_t=
     method = resolve_method(net, method)
     P = K0.shape[0]
     if order != 1 and net.block == "full":   # Sec. 4.12.5: cost of the von Mises integration
-        check_full_cost(P, net.depth, next_order_samples, activation=net.phi.name)
+        check_full_cost(P, net.depth, next_order_samples, activation=phi_key(net))
     elif order != 1:   # Sec. 4.12: cost of the next-order recursion (Eq. 4.98)
         check_cost(P, net.depth, what="K0" if X is None else "X")
     check_memory("depth or P (number of inputs); or use method='interpolated'",

@@ -63,8 +63,8 @@ def _kink_pairs(P, depth, n_pairs):
 
 
 def estimate_full_seconds(P, depth, n_pairs, activation=None):
-    """Rough run time of :func:`full_next_order` (seconds) for ``n_pairs`` seed pairs in all (relu: plus
-    its kink terms, Sec. 4.12.6)."""
+    """Rough run time of :func:`full_next_order` (seconds) for ``n_pairs`` seed pairs in all;
+    ``activation``: :func:`phi_key` of the net ("relu" adds its kink passes, Sec. 4.12.6)."""
     pairs = n_pairs + (_kink_pairs(P, depth, n_pairs) if activation == "relu" else 0)
     return _SEC_PER_PAIR_LAYER.get(P, 3.5e-5 * (P / 3.0) ** 3) * depth * pairs
 
@@ -134,9 +134,8 @@ def _normal_rule(width):
 
 
 def _moment_tensors(name, K):
-    # name: a built-in's name or a smooth Activation (phi_key)
     """Per pair a <= b of the mean-field kernel K: the Taylor coefficients of G_ab in the
-    Cholesky coordinates (Eq. 4.106).
+    Cholesky coordinates (Eq. 4.106); ``name``: a built-in's name or a smooth Activation (:func:`phi_key`).
 
     off-diagonal: A[k, p, q] = E[phi^(k)(l11 z1) z1^k phi^(p+q)(l21 z1 + l22 z2) z1^p z2^q] / (k! p! q!),
     diagonal:     B[n] = sum_{k+m=n} E[phi^(k)(l z) phi^(m)(l z) z^n] / (k! m!),   l = sqrt(K_aa).
@@ -328,8 +327,9 @@ def full_next_order(net, K0, V=None, M=None, n_samples=None, n_scrambles=None, s
     if R < 2:
         raise ValueError(f"n_scrambles must be >= 2 (the standard error needs the spread), got {R}")
     Ks = mean_field_kernel(net, K0=K0, all_layers=True)
-    kinked = phi_key(net) == "relu"
-    tensors = None if kinked else [_moment_tensors(phi_key(net), Ks[l]) for l in range(L)]
+    key = phi_key(net)
+    kinked = key == "relu"
+    tensors = None if kinked else [_moment_tensors(key, Ks[l]) for l in range(L)]
     if kinked:
         cells = KN.kink_cells(net, Ks)
         n_kink = _samples(kink_samples if kink_samples is not None else max(2, n // 16))

@@ -88,21 +88,21 @@ class FiniteWidthResult:
         return expansion_ratio(self.covariance, V1, M, M2, N)
 
     def _lazy_next_order(self):
-        """V1, M2 for the eps estimate of an order=1 result: closed chains exactly; the full block (smooth
-        built-in phi) by a small quasi-Monte-Carlo run (2^10 x 16 seed pairs) when it is estimated under
-        10 s; otherwise None (eps = NaN)."""
+        """V1, M2 for the eps estimate of an order=1 result: closed chains exactly; the full block (any
+        phi with order 2 there, ``check_full_activation``) by a small quasi-Monte-Carlo run (2^10 x 16
+        seed pairs) when it is estimated under 10 s; otherwise None (eps = NaN)."""
         from .next_order import NEXT_ORDER_BLOCKS, next_order_theory
         if self.net.block in NEXT_ORDER_BLOCKS:
             return next_order_theory(self.net, self.K0)
         if self.net.block == "full":
             from .full_next_order import (DEFAULT_SCRAMBLES, check_full_activation, estimate_full_seconds,
-                                          full_next_order)
+                                          full_next_order, phi_key)
             P = self.K0.shape[0]
             try:
                 check_full_activation(self.net)
             except NotImplementedError:
                 return None
-            if estimate_full_seconds(P, self.net.depth, 2 ** 10 * DEFAULT_SCRAMBLES, self.net.phi.name) < 10.0:
+            if estimate_full_seconds(P, self.net.depth, 2 ** 10 * DEFAULT_SCRAMBLES, phi_key(self.net)) < 10.0:
                 try:
                     return full_next_order(self.net, self.K0, V=self.covariance, M=self.mean_shift,
                                            n_samples=2 ** 10)

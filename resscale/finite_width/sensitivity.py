@@ -127,10 +127,10 @@ def sensitivity_correction2(net, c0, q0=1.0, alphas=None, dc=2e-3, n_r=12, n_t=8
     if net.block == "full":   # Sec. 4.12.5: moments by quasi-Monte-Carlo, the same seeds at both c0
         import os
 
-        from .full_next_order import DEFAULT_SCRAMBLES, _samples, estimate_full_seconds, full_chain_stats
+        from .full_next_order import DEFAULT_SCRAMBLES, _samples, estimate_full_seconds, full_chain_stats, phi_key
         from .next_order import MAX_SECONDS
         n_alpha = 1 if alphas is None else int(np.size(alphas))
-        est = 2 * n_alpha * estimate_full_seconds(2, net.depth, _samples(n_samples) * DEFAULT_SCRAMBLES, net.phi.name)
+        est = 2 * n_alpha * estimate_full_seconds(2, net.depth, _samples(n_samples) * DEFAULT_SCRAMBLES, phi_key(net))
         lim = float(os.environ.get("RESSCALE_NEXT_ORDER_MAX_S", MAX_SECONDS))
         if est > lim:
             raise ValueError(f"S_N at order 2 for block='full' with depth={net.depth} and {n_alpha} alphas needs "
@@ -197,8 +197,6 @@ def sensitivity_finite_width(net, c0, q0=1.0, width=None, alphas=None, dc=1e-4, 
     """
     from .next_order import check_next_order
     order = check_next_order(net, order, full=True)
-    if order == 2:
-        _check_full_kinked(net)
     width = _check_width(width, required=True)
     c0, q0, alphas, scalar, lo, hi = _check_sens_args(c0, q0, alphas, net, dc)
     s_inf = np.atleast_1d(sensitivity(net, c0, q0, alphas=alphas))
