@@ -313,7 +313,8 @@ def full_next_order(net, K0, V=None, M=None, n_samples=None, n_scrambles=None, s
     control variates (Eq. 4.109); without them only the zero-mean controls are used.
     Returns dict(V1 (P,P,P,P), M2 (P,P), V1_se, M2_se (integration standard errors over
     scrambles, after the control variates), V_mc, M_mc, V_mc_se, M_mc_se (the leading order
-    from the same seeds without controls: a built-in check against the walk theory), n_pairs).
+    from the same seeds without controls: a built-in check against the walk theory), n_pairs,
+    per_scramble (a list of dict(V1, M2, T3), one per scramble: their mean is V1, M2, T3)).
     ``n_samples``: seed pairs per scramble (a power of 2, default 2^12, env
     RESSCALE_FULL_NO_SAMPLES); ``n_scrambles``: independent Sobol scrambles (default 16).
     relu: the pointwise integrand plus the kink terms (Sec. 4.12.6, Eq. 4.111) on ``kink_samples``
@@ -410,7 +411,8 @@ def full_next_order(net, K0, V=None, M=None, n_samples=None, n_scrambles=None, s
                 T3=mean[nm:].reshape(nk, nk, nk), T3_se=se[nm:].reshape(nk, nk, nk), entries=pairs,
                 V_mc=unpack4(raw.mean(0)[:nv]), V_mc_se=unpack4(raw.std(0, ddof=1)[:nv] / math.sqrt(R)),
                 M_mc=unpack2(raw.mean(0)[nv:]), M_mc_se=unpack2(raw.std(0, ddof=1)[nv:] / math.sqrt(R)),
-                n_pairs=N_all)
+                n_pairs=N_all, per_scramble=[dict(V1=unpack4(e[:nv]), M2=unpack2(e[nv:nm]),
+                                                  T3=e[nm:].reshape(nk, nk, nk)) for e in est])
 
 
 def full_chain_stats(net, K0, V, M, n_samples=None, seed=0):
