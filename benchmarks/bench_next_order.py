@@ -6,7 +6,12 @@ integration, Sec. 4.12.5), the number of simulated networks that would resolve V
 The last column: simulated networks at N = 32 whose N Cov(Khat) has the same standard error
 on V + V1/N as the integration's SE of V1 / 32 (delta-method SE of a sample covariance,
 SE ~ sqrt(Var(prod)/S)), timed with the exact conditional-Gaussian sampler
-(scripts/validate_finite_width.simulate_full). Usage: python benchmarks/bench_next_order.py [--quick]
+(scripts/validate_finite_width.simulate_full).
+
+``--sensitivity``: the full block's delta2 of S_N (Sec. 4.12.7) for erf and relu at L = 4, 8: its time and
+integration SE at n seed pairs per scramble, against its peer, simulated networks: how many (and how long)
+give y(N) = N [N (S_N - S_inf) - delta] (= delta2 + O(1/N)) the same SE at N = 8.
+Usage: python benchmarks/bench_next_order.py [--quick] [--sensitivity]
 """
 from __future__ import annotations
 
@@ -44,12 +49,53 @@ def networks_for_same_se(net, K0, fw, N=32, S_probe=20000):
     return S, t * S / S_probe
 
 
+def bench_sensitivity(quick):
+    """delta2 (theory, QMC) against simulated networks for the same SE of delta2 (Sec. 4.12.7)."""
+    import math
+    import warnings
+
+    from validate_finite_width import simulate_full
+
+    from resscale.finite_width.sensitivity import sensitivity_correction2
+    from resscale.inputs import two_input_kernel
+    rows = []
+    for act in ("erf", "relu"):
+        for L in ((4,) if quick else (4, 8)):
+            net = rs.ResNet(block="full", activation=act, depth=L, alpha=0.6, sigma_w2=1.5, sigma_b2=0.1)
+            n = 2 ** 10 if quick else 2 ** 12
+            with warnings.catch_warnings():
+                warnings.simplefilter("ignore")
+                t, (d2, se) = _time(lambda: sensitivity_correction2(net, 0.5, 1.0, n_samples=n, return_se=True))
+            # simulation: per-network SD of N^2 dS from 20000 networks at N = 8 (Richardson, h = 0.02)
+            N, S_probe, h = 8, 20000, 0.02
+            ts, vals = 0.0, []
+            for hh in (-h, -h / 2, h / 2, h):
+                K0 = two_input_kernel(0.5 + hh, 1.0)
+                fw = rs.finite_width(net, K0=K0, method="exact")
+                th = dict(Ks=fw.extras["Ks"], A=fw.extras["A"], G=fw.extras["G"])
+                dt, (Kh, _) = _time(lambda: simulate_full(net, K0, N, S_probe, 139, th, chunk=20000))
+                ts += dt
+                vals.append(Kh[:, 0, 1] / np.sqrt(Kh[:, 0, 0] * Kh[:, 1, 1]))
+            c = np.stack(vals, 1)
+            r = (4 * (c[:, 2] - c[:, 1]) / h - (c[:, 3] - c[:, 0]) / (2 * h)) / 3
+            S_same = (N * N * r.std() / se) ** 2
+            rows.append((act, L, n, t, d2, se, S_same, ts * S_same / S_probe))
+            print(f"  {act} L={L}: delta2 {d2:.3f} +- {se:.3f} in {t:.1f} s", file=sys.stderr, flush=True)
+    print("| phi | L | n x 16 | delta2 (s) | delta2 | SE | MC networks for that SE at N = 8 | MC (s) | ratio |")
+    print("|---|---|---|---|---|---|---|---|---|")
+    for act, L, n, t, d2, se, S, ts in rows:
+        print(f"| {act} | {L} | {n} | {t:.1f} | {d2:.3f} | {se:.3f} | {S:.2g} | {ts:.2g} | {t / max(ts, 1e-9):.2g}x |")
+
+
 def main(argv=None):
     ap = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
     ap.add_argument("--quick", action="store_true", help="smaller grid (CI smoke)")
     ap.add_argument("--blocks", default="two_layer,reduced,feedforward,full,full-relu",
                     help="comma list; full-relu: the full block with relu and its kink terms (Sec. 4.12.6)")
+    ap.add_argument("--sensitivity", action="store_true", help="only the full block's delta2 of S_N (Sec. 4.12.7)")
     args = ap.parse_args(argv)
+    if args.sensitivity:
+        return bench_sensitivity(args.quick)
     depths = (4, 8) if args.quick else (4, 8, 16)
     rows = []
     for label in args.blocks.split(","):

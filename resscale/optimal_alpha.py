@@ -486,7 +486,7 @@ def optimal_alpha_finite_width(net, c0, q0=1.0, width=None, alpha_inf=None, span
         raise ValueError("the mean-field S(alpha) has no interior maximum; no finite-width alpha* either")
     kw = dict(n_r=n_r, n_t=n_t)
     # --- issue 10 (order pass-through): order=2 uses the effective delta + delta2/N of S_N to O(1/N^2)
-    # (docs/theory.md Eq. 4.97; blocks two_layer / reduced / feedforward), resscale/finite_width/sensitivity.py
+    # (docs/theory.md Eq. 4.97; every block, the full one by quasi-Monte-Carlo, Sec. 4.12.7), finite_width/sensitivity.py
     if order != 1:
         kw.update(order=order, width=width)
 

@@ -56,7 +56,8 @@ def register(app: typer.Typer) -> None:
         max_pairs: int = typer.Option(2000, "--max-pairs", help="With --data: pairs used (subsampled above)."),
         sigma_in2: float = o.SigmaIn2, sigma_bin2: float = o.SigmaBin2,
         order: int = typer.Option(1, "--order", help="With --width: 1 = S + delta/N; 2 = S_N to O(1/N^2) "
-                                                     "(two_layer / reduced / feedforward; docs/theory.md Sec. 4.12.1)."),
+                                                     "(two_layer / reduced / feedforward, Sec. 4.12.1; full by quasi-Monte-Carlo with an "
+                                                     "integration SE, Sec. 4.12.7 of docs/theory.md)."),
     ):
         """Find alpha* = argmax S(alpha), S = dc^L/dc^0 (two inputs of norm q0, correlation c0, or --data)."""
         from ..optimal_alpha import NoInteriorMaximumWarning, optimal_alpha

@@ -54,6 +54,7 @@ DEFAULT_SCRAMBLES = 16
 _MAX_PANELS = 400                  # composite Gauss-Legendre panels per axis (moment tensors)
 # measured seconds per (seed pair x layer) on the 2-core machine, P = 2 / 3 (batch 1024)
 _SEC_PER_PAIR_LAYER = {1: 5e-6, 2: 1.3e-5, 3: 3.5e-5}
+_SEC_ENSEMBLE_ROW_NEURON_LAYER = 2.7e-6   # the ensemble pass (Eq. 4.113), P = 2; ~ P^2
 
 
 def _kink_pairs(P, depth, n_pairs):
@@ -62,11 +63,16 @@ def _kink_pairs(P, depth, n_pairs):
     return 4 * (max(2, n_pairs // 16) if n_pairs else 0) * max(depth - 1, 0) * P
 
 
-def estimate_full_seconds(P, depth, n_pairs, activation=None):
+def estimate_full_seconds(P, depth, n_pairs, activation=None, t3="pairs"):
     """Rough run time of :func:`full_next_order` (seconds) for ``n_pairs`` seed pairs in all;
-    ``activation``: :func:`phi_key` of the net ("relu" adds its kink passes, Sec. 4.12.6)."""
+    ``activation``: :func:`phi_key` of the net ("relu" adds its kink passes, Sec. 4.12.6);
+    ``t3="ensemble"`` adds the ensemble pass (Eq. 4.113: nk^2 rows x 2 n_pairs tagged neurons)."""
     pairs = n_pairs + (_kink_pairs(P, depth, n_pairs) if activation == "relu" else 0)
-    return _SEC_PER_PAIR_LAYER.get(P, 3.5e-5 * (P / 3.0) ** 3) * depth * pairs
+    sec = _SEC_PER_PAIR_LAYER.get(P, 3.5e-5 * (P / 3.0) ** 3) * depth * pairs
+    if t3 == "ensemble":
+        nk = P * (P + 1) // 2
+        sec += _SEC_ENSEMBLE_ROW_NEURON_LAYER * (P / 2.0) ** 2 * nk * nk * 2 * n_pairs * depth
+    return sec
 
 
 def _samples(n_samples):
@@ -255,10 +261,76 @@ def kernel_jet(net, K0, seeds_x, seeds_y, tensors=None, Ks=None, kink=None):
             + J.mul(u[:, None, None], J.outer(y, y)))
 
 
-def _pair_terms(F, ent, kinked=False):
+def ensemble_kernel_jet(net, K0, seeds_x, wx, seeds_y, wy, tensors=None, Ks=None):
+    """T(P + t nu_x + u nu_y) as a jet (C, P, P, NC) along two weighted ensembles of tagged neurons,
+    nu_x = (1/n) sum_a wx[c, a] (delta_{x_a} - P) (and nu_y likewise; one row c per weight vector).
+
+    By bilinearity its t u coefficient is the all-pairs average (1/(n m)) sum_ab wx_a wy_b f2(x_a, y_b)
+    (Eq. 4.113): one pass over n + m tagged neurons instead of n m pair evaluations of
+    :func:`kernel_jet`. seeds_x (n, L + 1, P), wx (C, n); seeds_y (m, L + 1, P), wy (C, m)."""
+    L, P = net.depth, K0.shape[0]
+    a, sw2, sb2 = net.alpha, net.sigma_w2, net.sigma_b2
+    name = phi_key(net)
+    kinked = name == "relu"
+    if Ks is None:
+        Ks = mean_field_kernel(net, K0=K0, all_layers=True)
+    if tensors is None and not kinked:
+        tensors = [_moment_tensors(name, Ks[l]) for l in range(L)]
+    wx, wy = np.atleast_2d(wx), np.atleast_2d(wy)
+    nc, n, m = wx.shape[0], wx.shape[1], wy.shape[1]
+    t, u = J.var(0, (nc,)), J.var(1, (nc,))
+    wP = J.const(np.ones(nc)) - wx.mean(1)[:, None] * t - wy.mean(1)[:, None] * u
+    L0 = np.linalg.cholesky(K0)
+    x = np.broadcast_to(J.const(seeds_x[:, 0] @ L0.T), (nc, n, P, J.NC)).copy()
+    y = np.broadcast_to(J.const(seeds_y[:, 0] @ L0.T), (nc, m, P, J.NC)).copy()
+    Kj = np.broadcast_to(J.const(K0), (nc, P, P, J.NC)).copy()
+
+    def wmean(w, o):                                      # (C, k, P, P, NC) -> (C, P, P, NC)
+        return np.einsum("ck,ck...->c...", w, o) / w.shape[1]
+
+    def outer_phi(z, layer):
+        flat = z.reshape(-1, P, J.NC)
+        if kinked:
+            o = KN.tagged_outer(flat, layer)
+        else:
+            p = _phi_jet(name, flat)
+            o = J.outer(p, p)
+        return o.reshape(z.shape[:2] + (P, P, J.NC))
+
+    for l in range(1, L + 1):
+        Gp = KN.relu_G_jet(Kj, P) if kinked else _G_jet(Kj, tensors[l - 1], P)
+        EQ = (J.mul(wP[:, None, None], Gp) + J.mul(t[:, None, None], wmean(wx, outer_phi(x, l - 1)))
+              + J.mul(u[:, None, None], wmean(wy, outer_phi(y, l - 1))))
+        C = sw2 * EQ
+        C[..., 0] += sb2
+        Lc = J.cholesky(C)
+        Kj = Kj + a * a * C
+        x = x + a * J.matvec(Lc[:, None], J.const(seeds_x[:, l])[None])
+        y = y + a * J.matvec(Lc[:, None], J.const(seeds_y[:, l])[None])
+    return (J.mul(wP[:, None, None], Kj) + J.mul(t[:, None, None], wmean(wx, J.outer(x, x)))
+            + J.mul(u[:, None, None], wmean(wy, J.outer(y, y))))
+
+
+def ensemble_T3_pairs(net, K0, seeds_x, f1x, seeds_y, f1y, ent, tensors=None, Ks=None):
+    """The pair part of N^2 kappa3 (Eq. 4.110), sum over the three slots of E f1_i(X) f1_j(Y) f2_k(X, Y)
+    (symmetrized in i, j), as the all-pairs average over two independent seed samples (Eq. 4.113): one
+    ensemble pass with a row per weight pair (i, j). f1x (n, nk), f1y (m, nk): f1 at the seeds."""
+    P, nk = K0.shape[0], len(ent)
+    ij = [(i, j) for i in range(nk) for j in range(nk)]
+    group = max(1, int(2e7 // ((len(f1x) + len(f1y)) * P * P * J.NC)))     # rows per pass: <= ~160 MB
+    E = np.concatenate([ensemble_kernel_jet(
+        net, K0, seeds_x, np.array([f1x[:, i] for i, _ in ij[g:g + group]]), seeds_y,
+        np.array([f1y[:, j] for _, j in ij[g:g + group]]), tensors=tensors, Ks=Ks).reshape(-1, P * P, J.NC)
+        for g in range(0, len(ij), group)])[:, ent, J.idx(1, 1)].reshape(nk, nk, nk)
+    E = 0.5 * (E + E.transpose(1, 0, 2))
+    return E + E.transpose(0, 2, 1) + E.transpose(2, 1, 0)
+
+
+def _pair_terms(F, ent, kinked=False, t3_pairs=True):
     """Per seed pair: the integrands of V, M, V1, M2 (Eq. 4.107-4.108) on the kernel entries ``ent``
     (flat indices a P + b, a <= b), and the zero-mean controls (Eq. 4.109; ``kinked``: without
-    f3(x,y,y), f3(y,x,x), whose pointwise parts are not mean-zero for relu, Sec. 4.12.6)."""
+    f3(x,y,y), f3(y,x,x), whose pointwise parts are not mean-zero for relu, Sec. 4.12.6). ``t3_pairs=False``:
+    T3 without its pair part (added by :func:`ensemble_T3_pairs`); f1x, f1y are returned for it."""
     B, P = F.shape[0], F.shape[1]
     c = F.reshape(B, P * P, J.NC)[:, ent]
     g = lambda i, j: c[:, :, J.idx(i, j)]                               # noqa: E731
@@ -276,13 +348,15 @@ def _pair_terms(F, ent, kinked=False):
     # N^2 kappa3(Khat_i, Khat_j, Khat_k) = E f1 f1 f1 + sum_3 E f1_i(X) f1_j(Y) f2_k(X, Y)   (Eq. 4.110)
     o3 = lambda p, q, r: p[:, :, None, None] * q[:, None, :, None] * r[:, None, None, :]   # noqa: E731
     pair = 0.5 * (o3(f1x, f1y, f2xy) + o3(f1y, f1x, f2xy))
-    T3 = 0.5 * (o3(f1x, f1x, f1x) + o3(f1y, f1y, f1y)) + pair + pair.transpose(0, 1, 3, 2) + pair.transpose(0, 3, 2, 1)
+    T3 = 0.5 * (o3(f1x, f1x, f1x) + o3(f1y, f1y, f1y))
+    if t3_pairs:
+        T3 = T3 + pair + pair.transpose(0, 1, 3, 2) + pair.transpose(0, 3, 2, 1)
     # controls with known mean: E f1 = E f2(X, Y) = E_X f3(X, Y, Y) = 0 (degenerate kernels); V, M: known
     # exactly. (Products of degenerate factors, e.g. f1(x) f1(y), also have mean 0, but as controls they
     # bias the pooled-regression estimate of V1 at P = 3 by -1% to -8% for a few % of variance: measured
     # on the exact linear case, docs/theory.md Sec. 4.12.5.)
     zero = [f1x, f1y, f2xy] + ([] if kinked else [f3xyy, f3yxx])
-    return dict(V=V, M=M, V1=V1, M2=M2, T3=T3, f3xxx=f3xxx, f4=f4, zero=np.concatenate(zero, 1))
+    return dict(V=V, M=M, V1=V1, M2=M2, T3=T3, f3xxx=f3xxx, f4=f4, zero=np.concatenate(zero, 1), f1x=f1x, f1y=f1y)
 
 
 def _kink_sums(net, K0, Ks, cells, ent, iu, n_kink, rng, batch):
@@ -306,7 +380,7 @@ def _kink_sums(net, K0, Ks, cells, ent, iu, n_kink, rng, batch):
 
 
 def full_next_order(net, K0, V=None, M=None, n_samples=None, n_scrambles=None, seed=0, batch=1024,
-                    progress=None, kink_samples=None):
+                    progress=None, kink_samples=None, t3="pairs"):
     """V1, M2 of the full block by the fourth-order von Mises expansion (Eq. 4.107-4.109).
 
     ``V``, ``M``: the exact leading-order covariance and mean shift (``finite_width``), used as
@@ -319,8 +393,13 @@ def full_next_order(net, K0, V=None, M=None, n_samples=None, n_scrambles=None, s
     RESSCALE_FULL_NO_SAMPLES); ``n_scrambles``: independent Sobol scrambles (default 16).
     relu: the pointwise integrand plus the kink terms (Sec. 4.12.6, Eq. 4.111) on ``kink_samples``
     Sobol pairs per scramble and kink cell (a power of 2, default n_samples / 16).
+    ``t3``: how the pair part of T3 = N^2 kappa3 (Eq. 4.110) is integrated: "pairs" (the seed pairs, as V1
+    and M2) or "ensemble" (the all-pairs average over the scramble's x- and y-seeds, Eq. 4.113: 5-40 times
+    less variance for ~6 times the cost at P = 2; what the next-order sensitivity uses, Sec. 4.12.7).
     """
     check_full_activation(net)
+    if t3 not in ("pairs", "ensemble"):
+        raise ValueError(f"t3 must be 'pairs' or 'ensemble', got {t3!r}")
     K0 = np.asarray(K0, dtype=float)
     L, P = net.depth, K0.shape[0]
     n = _samples(n_samples)
@@ -346,17 +425,22 @@ def full_next_order(net, K0, V=None, M=None, n_samples=None, n_scrambles=None, s
     dim = 2 * (L + 1) * P
     stats = []          # per scramble: sums of y, x and of the raw V, M integrands
     kinks = []          # per scramble (relu): the kink terms of V1, M2
+    t3_ens = []         # per scramble (t3="ensemble"): the pair part of T3
     ss = np.random.SeedSequence(seed)
     for r, child in enumerate(ss.spawn(R)):
         c_main, c_kink = child.spawn(2) if kinked else (child, None)
         sob = qmc.Sobol(d=dim, scramble=True, seed=np.random.default_rng(c_main))
         acc = None
         done = 0
+        keep = []       # t3="ensemble": the scramble's seeds and f1
         while done < n:
             m = min(batch, n - done)
             pts = sob.random(m)
             Z = ndtri(np.clip(pts, 1e-16, 1 - 1e-16)).reshape(m, 2, L + 1, P)
-            t = _pair_terms(kernel_jet(net, K0, Z[:, 0], Z[:, 1], tensors=tensors, Ks=Ks), ent, kinked)
+            t = _pair_terms(kernel_jet(net, K0, Z[:, 0], Z[:, 1], tensors=tensors, Ks=Ks), ent, kinked,
+                            t3_pairs=t3 == "pairs")
+            if t3 == "ensemble":
+                keep.append((Z, t["f1x"], t["f1y"]))
             y = np.concatenate([t["V1"][:, iu[0], iu[1]], t["M2"], t["T3"].reshape(m, -1)], 1)
             raw = np.concatenate([t["V"][:, iu[0], iu[1]], t["M"]], 1)
             ctl = [t["zero"]]
@@ -371,6 +455,9 @@ def full_next_order(net, K0, V=None, M=None, n_samples=None, n_scrambles=None, s
             if progress is not None:
                 progress((r * n + done) / (R * n))
         stats.append(acc)
+        if t3 == "ensemble":
+            Z, f1x, f1y = (np.concatenate(v, 0) for v in zip(*keep))
+            t3_ens.append(ensemble_T3_pairs(net, K0, Z[:, 0], f1x, Z[:, 1], f1y, ent, tensors=tensors, Ks=Ks).ravel())
         if kinked:
             kinks.append(_kink_sums(net, K0, Ks, cells, ent, iu, n_kink, np.random.default_rng(c_kink), batch))
     # pooled regression of y on the controls (all of known mean 0), then per-scramble estimates
@@ -384,6 +471,8 @@ def full_next_order(net, K0, V=None, M=None, n_samples=None, n_scrambles=None, s
     est = np.array([a["y"] / n - (a["x"] / n) @ beta for a in stats])
     if kinked:
         est[:, :len(iu[0]) + nk] += np.array(kinks)
+    if t3 == "ensemble":
+        est[:, len(iu[0]) + nk:] += np.array(t3_ens)
     mean, se = est.mean(0), est.std(0, ddof=1) / math.sqrt(R)
     raw = np.array([a["raw"] / n for a in stats])
     nv = len(iu[0])
@@ -415,14 +504,16 @@ def full_next_order(net, K0, V=None, M=None, n_samples=None, n_scrambles=None, s
                                                   T3=e[nm:].reshape(nk, nk, nk)) for e in est])
 
 
-def full_chain_stats(net, K0, V, M, n_samples=None, seed=0):
+def full_chain_stats(net, K0, V, M, n_samples=None, seed=0, n_scrambles=None):
     """The moments of Khat^L in the x-coordinates (Khat_ab, a <= b) that the next-order sensitivity
     (Eq. 4.96) needs, in the layout of ``next_order_theory(...)["stats"]``: a1 = M, c1 = V, a2 = M2,
-    c2 = V1, t2 = N^2 kappa3 (Eq. 4.110); the same Sobol seeds for every K0 (common random numbers,
-    so that finite differences in c0 stay smooth)."""
-    r = full_next_order(net, K0, V=V, M=M, n_samples=n_samples, seed=seed)
+    c2 = V1, t2 = N^2 kappa3 (Eq. 4.110, its pair part by the ensemble pass, Eq. 4.113); the same Sobol
+    seeds for every K0 (common random numbers, so that finite differences in c0 stay smooth).
+    ``per_scramble``: the same dict per Sobol scramble (their mean is a2, c2, t2), for standard errors
+    of anything linear in them."""
+    r = full_next_order(net, K0, V=V, M=M, n_samples=n_samples, n_scrambles=n_scrambles, seed=seed, t3="ensemble")
     pairs = r["entries"]
     vec = lambda A: np.array([A[a, b] for a, b in pairs])                                   # noqa: E731
     mat = lambda A: np.array([[A[a, b, c, d] for c, d in pairs] for a, b in pairs])         # noqa: E731
-    return dict(a1=vec(M), c1=mat(V), a2=vec(r["M2"]), c2=mat(r["V1"]), t2=r["T3"])
-
+    one = lambda e: dict(a1=vec(M), c1=mat(V), a2=vec(e["M2"]), c2=mat(e["V1"]), t2=e["T3"])   # noqa: E731
+    return dict(one(r), per_scramble=[one(e) for e in r["per_scramble"]])

@@ -98,56 +98,77 @@ def _d_dc0(coefficient, net, c0, q0, alphas, dc):
     return float(out[0]) if scalar else out
 
 
-def _check_full_kinked(net):
-    """S_N to O(1/N^2) in the full block differentiates quasi-Monte-Carlo moments in c0 with common random
-    numbers, which is smooth only for a smooth phi: refuse relu (docs/theory.md Sec. 4.12.6)."""
-    if net.block == "full" and not net.phi.smooth:
-        raise NotImplementedError(
-            f"S_N at order=2 for block='full' with activation={net.phi.name!r} (docs/theory.md Sec. 4.12.6): "
-            "delta2 differentiates the quasi-Monte-Carlo V1, M2, kappa3 in c0 with common random numbers, and "
-            "relu's kinks make that difference noise-dominated (measured at L = 4: delta2 = -0.7 .. -2.9 over "
-            "4 seeds, against about -0.4 from simulated networks); use order=1 for S_N, a smooth activation, "
-            "or a closed-chain block. finite_width(..., order=2) itself (V1, M2 at fixed inputs) covers relu")
+FULL_KINKED_DC = 0.05     # c0 step of delta2 for a kinked phi in the full block (Sec. 4.12.7)
 
 
-def sensitivity_correction2(net, c0, q0=1.0, alphas=None, dc=2e-3, n_r=12, n_t=8, n_samples=None):
+def sensitivity_correction2(net, c0, q0=1.0, alphas=None, dc=None, n_r=12, n_t=8, n_samples=None,
+                            n_scrambles=None, return_se=False, seed=0):
     """delta2(alpha): the width-independent 1/N^2 coefficient of the finite-width sensitivity,
     S_N = S_inf + delta/N + delta2/N^2 + O(1/N^3) (docs/theory.md Eq. 4.97; blocks two_layer, feedforward and
     reduced, whose chain moments a2, c2, t2 come from :func:`next_order_theory`, Sec. 4.12).
 
-    delta2 = d/dc0 of Eq. 4.96 by a central difference in c0 (step ``dc``; the finite-difference
+    delta2 = d/dc0 of Eq. 4.96 by a central difference in c0 (step ``dc``, default 2e-3; the finite-difference
     derivatives of the drift inside the recursion are smooth in c0, measured change of delta2
     below 1e-4 relative between dc = 1e-3 and 4e-3). Two next-order runs per alpha.
-    Full block (smooth phi, Sec. 4.12.5; relu refused, Sec. 4.12.6): the moments a2, c2, t2 come from the quasi-Monte-Carlo
-    von Mises integration (``n_samples`` seed pairs per scramble) with the same seeds at both c0.
+    Full block (Sec. 4.12.5, relu Sec. 4.12.6-4.12.7): the moments a2, c2, t2 come from the quasi-Monte-Carlo
+    von Mises integration (``n_samples`` seed pairs per scramble, ``n_scrambles`` scrambles; the pair part of
+    t2 by the ensemble pass, Eq. 4.113) with the same seeds at both c0; its integration standard error is the
+    spread of the per-scramble differences (``seed``: the Sobol scrambles' seed). relu: default ``dc`` = 0.05 (``FULL_KINKED_DC``: the seeds whose
+    Heaviside factors flip between the two c0 make the difference's variance grow like 1/dc). ``return_se=True``: (delta2, se) (se = 0 for the deterministic closed-chain
+    blocks). A UserWarning names ``n_samples`` when the full block's delta2 is not resolved to 25% (se > |delta2| / 4).
     """
     from .next_order import check_next_order, next_order_theory
     check_next_order(net, 2, full=True)
-    _check_full_kinked(net)
     if net.block == "full":   # Sec. 4.12.5: moments by quasi-Monte-Carlo, the same seeds at both c0
-        import os
-
-        from .full_next_order import DEFAULT_SCRAMBLES, _samples, estimate_full_seconds, full_chain_stats, phi_key
-        from .next_order import MAX_SECONDS
-        n_alpha = 1 if alphas is None else int(np.size(alphas))
-        est = 2 * n_alpha * estimate_full_seconds(2, net.depth, _samples(n_samples) * DEFAULT_SCRAMBLES, phi_key(net))
-        lim = float(os.environ.get("RESSCALE_NEXT_ORDER_MAX_S", MAX_SECONDS))
-        if est > lim:
-            raise ValueError(f"S_N at order 2 for block='full' with depth={net.depth} and {n_alpha} alphas needs "
-                             f"{2 * n_alpha} quasi-Monte-Carlo runs (Sec. 4.12.5), estimated ~{est:.3g} s > the "
-                             f"limit {lim:g} s (RESSCALE_NEXT_ORDER_MAX_S): use fewer alphas, a shallower net, "
-                             "fewer n_samples, order=1, or raise the limit")
-
-        def coefficient(nn, K0):
-            fw = finite_width(nn, K0=K0, n_r=n_r, n_t=n_t, method="exact")
-            return _corr_correction2(fw.kernel, full_chain_stats(nn, K0, fw.covariance, fw.mean_shift,
-                                                                 n_samples=n_samples))
-        return _d_dc0(coefficient, net, c0, q0, alphas, dc)
+        if dc is None:
+            dc = 2e-3 if net.phi.smooth else FULL_KINKED_DC
+        return _full_correction2(net, c0, q0, alphas, dc, n_r, n_t, n_samples, n_scrambles, return_se, seed)
+    dc = 2e-3 if dc is None else dc
 
     def coefficient(nn, K0):
         r = next_order_theory(nn, K0, n_r=n_r, n_t=n_t)
         return _corr_correction2(r["Ks"][-1], r["stats"])
-    return _d_dc0(coefficient, net, c0, q0, alphas, dc)
+    d2 = _d_dc0(coefficient, net, c0, q0, alphas, dc)
+    return (d2, 0.0 * np.asarray(d2) if np.ndim(d2) else 0.0) if return_se else d2
+
+
+def _full_correction2(net, c0, q0, alphas, dc, n_r, n_t, n_samples, n_scrambles, return_se, seed):
+    """delta2 of the full block (Sec. 4.12.7): per Sobol scramble r, the c0-difference of Eq. 4.96 on the
+    same seeds; delta2 = mean over r, se = std / sqrt(R)."""
+    import os
+    import warnings
+
+    from .full_next_order import DEFAULT_SCRAMBLES, _samples, estimate_full_seconds, full_chain_stats, phi_key
+    from .next_order import MAX_SECONDS
+    c0, q0, al, scalar, lo, hi = _check_sens_args(c0, q0, alphas, net, dc)
+    R = int(n_scrambles or DEFAULT_SCRAMBLES)
+    est = 2 * al.size * estimate_full_seconds(2, net.depth, _samples(n_samples) * R, phi_key(net), t3="ensemble")
+    lim = float(os.environ.get("RESSCALE_NEXT_ORDER_MAX_S", MAX_SECONDS))
+    if est > lim:
+        raise ValueError(f"S_N at order 2 for block='full' with depth={net.depth} and {al.size} alphas needs "
+                         f"{2 * al.size} quasi-Monte-Carlo runs (Sec. 4.12.5), estimated ~{est:.3g} s > the "
+                         f"limit {lim:g} s (RESSCALE_NEXT_ORDER_MAX_S): use fewer alphas, a shallower net, "
+                         "fewer n_samples, order=1, or raise the limit")
+    d2, se = np.empty(al.shape), np.empty(al.shape)
+    for i, a in enumerate(al):
+        nn = net.replace(alpha=float(a))
+        per = []
+        for c in (lo, hi):
+            K0 = two_input_kernel(c, q0)
+            fw = finite_width(nn, K0=K0, n_r=n_r, n_t=n_t, method="exact")
+            st = full_chain_stats(nn, K0, fw.covariance, fw.mean_shift, n_samples=n_samples, n_scrambles=R,
+                                  seed=seed)
+            per.append(np.array([_corr_correction2(fw.kernel, e) for e in st["per_scramble"]]))
+        d = (per[1] - per[0]) / (hi - lo)
+        d2[i], se[i] = d.mean(), d.std(ddof=1) / math.sqrt(d.size)
+    bad = se > 0.25 * np.abs(d2)
+    if np.any(bad):
+        warnings.warn(f"S_N at order 2, block='full', activation={net.phi.name!r}: delta2 = {d2[bad][0]:.3g} +- "
+                      f"{se[bad][0]:.2g} (integration SE) is not resolved to 25% at alpha = {al[bad][0]:g}; raise n_samples "
+                      "(the SE falls like n_samples^-1/2, docs/theory.md Sec. 4.12.7)", UserWarning, stacklevel=3)
+    if scalar:
+        return (float(d2[0]), float(se[0])) if return_se else float(d2[0])
+    return (d2, se) if return_se else d2
 
 
 def sensitivity_correction(net, c0, q0=1.0, alphas=None, dc=1e-4, order=1, width=None, **kw):
@@ -158,19 +179,18 @@ def sensitivity_correction(net, c0, q0=1.0, alphas=None, dc=1e-4, order=1, width
     two :func:`finite_width` evaluations per alpha (``kw``: n_r, n_t). S_N = S_inf + delta/N
     for every N, so one delta serves all widths.
 
-    ``order=2`` (blocks two_layer / reduced / feedforward, full with a smooth phi; needs ``width``): the width-dependent effective
+    ``order=2`` (blocks two_layer / reduced / feedforward, full: Sec. 4.12.7; needs ``width``): the width-dependent effective
     coefficient delta + delta2/N, so that S_N = S_inf + (delta + delta2/N)/N to O(1/N^2)
     (Eq. 4.97, :func:`sensitivity_correction2`).
     """
     from .next_order import check_next_order
     order = check_next_order(net, order, full=True)
     if order == 2:
-        _check_full_kinked(net)
         width = _check_width(width, required=True)
         d1 = sensitivity_correction(net, c0, q0, alphas=alphas, dc=dc, **{k: v for k, v in kw.items()
-                                                                           if k != "n_samples"})
+                                                                           if k not in ("n_samples", "n_scrambles")})
         d2 = sensitivity_correction2(net, c0, q0, alphas=alphas, **{k: v for k, v in kw.items()
-                                                                     if k in ("n_r", "n_t", "n_samples")})
+                                                                     if k in ("n_r", "n_t", "n_samples", "n_scrambles")})
         return d1 + d2 / width
     def coefficient(nn, K0):
         fw = finite_width(nn, K0=K0, **kw)
@@ -180,7 +200,7 @@ def sensitivity_correction(net, c0, q0=1.0, alphas=None, dc=1e-4, order=1, width
 
 def sensitivity_finite_width(net, c0, q0=1.0, width=None, alphas=None, dc=1e-4, order=1, **kw):
     """Finite-width sensitivity S_N(alpha) = d/dc0 E[c_hat^L] to O(1/N) (docs/theory.md Eq. 4.29),
-    or to O(1/N^2) with ``order=2`` (blocks two_layer / reduced / feedforward, and full with a smooth phi
+    or to O(1/N^2) with ``order=2`` (blocks two_layer / reduced / feedforward, and full, Sec. 4.12.7
     (Sec. 4.12.5, Eq. 4.110): S_N = S_inf + delta/N + delta2/N^2,
     Eq. 4.97, delta2 from :func:`sensitivity_correction2`; other blocks raise NotImplementedError).
 

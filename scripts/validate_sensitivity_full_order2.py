@@ -1,0 +1,170 @@
+"""Validate the full block's finite-width sensitivity to O(1/N^2) (issue 10; docs/theory.md Sec. 4.12.7).
+
+For each point (block "full", erf and relu) it compares the width-independent coefficient
+
+    delta2 = lim N^2 (S_N - S_inf - delta/N)   (theory: ``sensitivity_correction2``, quasi-Monte-Carlo,
+                                                 integration SE from the scrambles, pooled over seeds)
+
+with y(N) = N [N (S_N - S_inf) - delta] from simulated networks at N = 4 .. 64, which is
+delta2 + O(1/N). Monte-Carlo: the exact conditional-Gaussian simulator of the full block
+(``validate_finite_width.simulate_full``), c_hat^L per network at c0 + (-h, -h/2, h/2, h) with common
+random numbers, Richardson of the two central differences (bias O(h^4)); SE over networks.
+
+Resumable: every theory seed and every (point, N) simulation is saved atomically to
+.cache/validate_sensitivity_full_order2/; rerunning skips finished work. Progress on stderr.
+Writes the docs/validation.md section "Finite-width sensitivity S_N to O(1/N^2): the full block" with --write.
+
+Usage:  python scripts/validate_sensitivity_full_order2.py [--points F1,F2] [--seeds 0-7] [--write]
+        (two processes with --seeds 0,2,4,6 and --seeds 1,3,5,7 share the cache)
+"""
+from __future__ import annotations
+
+import argparse
+import math
+import os
+import sys
+import time
+
+import numpy as np
+
+sys.path.insert(0, os.path.join(os.path.dirname(__file__), ".."))
+sys.path.insert(0, os.path.dirname(__file__))
+import resscale as rs  # noqa: E402
+from resscale._storage import load_json, save_json_atomic, write_marked_section  # noqa: E402
+from resscale.inputs import two_input_kernel  # noqa: E402
+
+CACHE = os.path.join(os.path.dirname(__file__), "..", ".cache", "validate_sensitivity_full_order2")
+POINTS = {
+    "F1": dict(activation="erf", depth=4, alpha=0.6, sigma_w2=1.5, sigma_b2=0.1, c0=0.5, n_samples=2 ** 12),
+    "F2": dict(activation="relu", depth=4, alpha=0.6, sigma_w2=1.5, sigma_b2=0.1, c0=0.5, n_samples=2 ** 14),
+}
+WIDTHS = (4, 8, 16, 32, 64)
+NETWORKS = 1_600_000
+H = 0.02
+
+
+def make_net(pt):
+    return rs.ResNet(block="full", **{k: v for k, v in pt.items() if k not in ("c0", "n_samples")})
+
+
+def theory_seed(key, pt, seed):
+    """delta2 and its integration SE for one seed of the Sobol scrambles (cached)."""
+    from resscale.finite_width.sensitivity import sensitivity_correction2
+    path = os.path.join(CACHE, f"{key}_theory_n{pt['n_samples']}_s{seed}.json")
+    if os.path.exists(path):
+        return load_json(path)
+    t0 = time.time()
+    old = os.environ.get("RESSCALE_NEXT_ORDER_MAX_S")
+    os.environ["RESSCALE_NEXT_ORDER_MAX_S"] = "1e5"       # a validation run: the cost is known and wanted
+    try:
+        d2, se = sensitivity_correction2(make_net(pt), pt["c0"], 1.0, n_samples=pt["n_samples"], seed=seed,
+                                         return_se=True)
+    finally:
+        if old is None:
+            os.environ.pop("RESSCALE_NEXT_ORDER_MAX_S")
+        else:
+            os.environ["RESSCALE_NEXT_ORDER_MAX_S"] = old
+    out = dict(delta2=d2, se=se, seed=seed, seconds=time.time() - t0)
+    save_json_atomic(path, out)
+    return out
+
+
+def simulate_cell(key, pt, N, S=NETWORKS, h=H):
+    """N [N (S_N - S_inf) - delta] from S simulated networks (cached)."""
+    from validate_finite_width import simulate_full
+
+    from resscale.finite_width.sensitivity import sensitivity_correction
+    path = os.path.join(CACHE, f"{key}_sim_N{N}_S{S}.json")
+    if os.path.exists(path):
+        return load_json(path)
+    net, c0 = make_net(pt), pt["c0"]
+    t0 = time.time()
+    vals = []
+    for dh in (-h, -h / 2, h / 2, h):
+        K0 = two_input_kernel(c0 + dh, 1.0)
+        fw = rs.finite_width(net, K0=K0, method="exact")
+        th = dict(Ks=fw.extras["Ks"], A=fw.extras["A"], G=fw.extras["G"])
+        Kh, _ = simulate_full(net, K0, N, S, 139, th, chunk=20000)
+        vals.append(Kh[:, 0, 1] / np.sqrt(Kh[:, 0, 0] * Kh[:, 1, 1]))
+    c = np.stack(vals, 1)
+    r = (4 * (c[:, 2] - c[:, 1]) / h - (c[:, 3] - c[:, 0]) / (2 * h)) / 3
+    S_inf, d1 = rs.sensitivity(net, c0, 1.0), sensitivity_correction(net, c0, 1.0)
+    y, se = N * (r.mean() - S_inf), N * r.std(ddof=1) / math.sqrt(r.size)
+    out = dict(N=N, S=S, S_N=float(r.mean()), S_inf=float(S_inf), delta=float(d1), y1=float(y), y1_se=float(se),
+               y2=float(N * (y - d1)), y2_se=float(N * se), seconds=time.time() - t0)
+    save_json_atomic(path, out)
+    return out
+
+
+def pooled(rows):
+    """Equal-size seeds: the mean of the seed means; SE = sqrt(sum se_i^2) / k."""
+    d = np.array([r["delta2"] for r in rows])
+    se = np.array([r["se"] for r in rows])
+    return float(d.mean()), float(math.sqrt((se ** 2).sum()) / len(rows)), float(d.std(ddof=1) / math.sqrt(d.size))
+
+
+def render(results):
+    out = ["### Finite-width sensitivity S_N to O(1/N^2): the full block (Sec. 4.12.7)", "",
+           "Generated by `scripts/validate_sensitivity_full_order2.py` (resumable cache "
+           ".cache/validate_sensitivity_full_order2/). Theory: delta2 = `sensitivity_correction2(net, c0, 1.0, "
+           "n_samples=n, seed=s)` (16 Sobol scrambles per seed; SE = integration SE, pooled over the seeds as "
+           "sqrt(sum se^2)/k; 'spread' = SD of the seed means / sqrt(k), an independent check of that SE). "
+           f"Monte-Carlo: y(N) = N [N (S_N - S_inf) - delta] = delta2 + O(1/N), {NETWORKS} simulated networks per N "
+           f"(exact conditional-Gaussian sampler, c0 +- {H:g}, {H / 2:g} with common random numbers, Richardson); "
+           "z = (delta2 - y(N)) / sqrt(SE_theory^2 + SE_MC^2).", "",
+           "| pt | phi | L | alpha | sw2 | sb2 | c0 | n x seeds | delta | delta2 (theory) | SE | spread | theory s |"
+           " N | y(N) | SE MC | z | N (S_N - S_inf): MC / order 1 / order 2 |",
+           "|---|---|---|---|---|---|---|---|---|---|---|---|---|---|---|---|---|---|"]
+    for key, (pt, th, sims) in results.items():
+        d2, se, spread = pooled(th)
+        sec = sum(r["seconds"] for r in th) / len(th)
+        for s in sims:
+            z = (d2 - s["y2"]) / math.hypot(se, s["y2_se"])
+            N = s["N"]
+            out.append(f"| {key} | {pt['activation']} | {pt['depth']} | {pt['alpha']} | {pt['sigma_w2']} | "
+                       f"{pt['sigma_b2']} | {pt['c0']} | {pt['n_samples']} x {len(th)} | {s['delta']:.4f} | "
+                       f"{d2:.3f} | {se:.3f} | {spread:.3f} | {sec:.0f} | {N} | {s['y2']:.3f} | {s['y2_se']:.3f} | "
+                       f"{z:.1f} | {s['y1']:.4f} +- {s['y1_se']:.4f} / {s['delta']:.4f} / "
+                       f"{s['delta'] + d2 / N:.4f} |")
+    return out + [""]
+
+
+def parse_seeds(text):
+    if "-" in text and "," not in text:
+        a, b = text.split("-")
+        return list(range(int(a), int(b) + 1))
+    return [int(x) for x in text.split(",")]
+
+
+def main(argv=None):
+    ap = argparse.ArgumentParser(description=__doc__.splitlines()[0])
+    ap.add_argument("--points", default=",".join(POINTS))
+    ap.add_argument("--seeds", default="0-7", help="theory seeds, e.g. 0-7 or 0,2,4")
+    ap.add_argument("--no-sim", action="store_true", help="theory seeds only (e.g. a second worker)")
+    ap.add_argument("--write", action="store_true", help="write the docs/validation.md section")
+    args = ap.parse_args(argv)
+    os.makedirs(CACHE, exist_ok=True)
+    results = {}
+    for key in args.points.split(","):
+        pt = POINTS[key]
+        th = []
+        for s in parse_seeds(args.seeds):
+            th.append(theory_seed(key, pt, s))
+            print(f"{key} theory seed {s}: delta2 = {th[-1]['delta2']:.3f} +- {th[-1]['se']:.3f} "
+                  f"({th[-1]['seconds']:.0f} s)", file=sys.stderr, flush=True)
+        sims = []
+        if not args.no_sim:
+            for N in WIDTHS:
+                sims.append(simulate_cell(key, pt, N))
+                print(f"{key} N = {N}: y = {sims[-1]['y2']:.3f} +- {sims[-1]['y2_se']:.3f}", file=sys.stderr, flush=True)
+        results[key] = (pt, th, sims)
+        print(f"{key}: pooled delta2 = %.3f +- %.3f (spread %.3f)" % pooled(th), file=sys.stderr, flush=True)
+    text = "\n".join(render(results))
+    print(text)
+    if args.write:
+        write_marked_section(os.path.join(os.path.dirname(__file__), "..", "docs", "validation.md"), text,
+                             "<!-- sensitivity-full-order2 -->")
+
+
+if __name__ == "__main__":
+    main()
