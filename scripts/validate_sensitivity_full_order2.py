@@ -126,7 +126,29 @@ def render(results):
                        f"{d2:.3f} | {se:.3f} | {spread:.3f} | {sec:.0f} | {N} | {s['y2']:.3f} | {s['y2_se']:.3f} | "
                        f"{z:.1f} | {s['y1']:.4f} +- {s['y1_se']:.4f} / {s['delta']:.4f} / "
                        f"{s['delta'] + d2 / N:.4f} |")
+    out += ["", "Fit: weighted least squares y(N) = delta2 + delta3 / N + delta4 / N^2 over the widths (weights 1/SE^2; "
+            "SE from the fit covariance); z_fit = (theory - fit) / combined SE.", ""]
+    for key, (pt, th, sims) in results.items():
+        d2, se, spread = pooled(th)
+        seeds = ", ".join(f"{r['delta2']:.3f}" for r in th)
+        line = f"- {key} ({pt['activation']}): delta2 = {d2:.3f} +- {se:.3f} (spread {spread:.3f}; seed means {seeds})"
+        if len(sims) >= 3:
+            a, a_se, b = fit_delta2(sims)
+            line += (f"; fit delta2 = {a:.3f} +- {a_se:.3f} (delta3 = {b[0]:.2f}, delta4 = {b[1]:.2f}), "
+                     f"z_fit = {(d2 - a) / math.hypot(max(se, spread), a_se):.1f} (with the larger of SE and spread)")
+        out.append(line + ".")
     return out + [""]
+
+
+def fit_delta2(sims):
+    """WLS of y(N) = a + b / N + c / N^2: (a, SE(a), (b, c))."""
+    x = np.array([1.0 / s["N"] for s in sims])
+    y = np.array([s["y2"] for s in sims])
+    w = 1.0 / np.array([s["y2_se"] for s in sims]) ** 2
+    A = np.stack([np.ones_like(x), x, x * x], 1)
+    cov = np.linalg.inv(A.T @ (A * w[:, None]))
+    coef = cov @ (A.T @ (w * y))
+    return float(coef[0]), float(math.sqrt(cov[0, 0])), (float(coef[1]), float(coef[2]))
 
 
 def parse_seeds(text):
