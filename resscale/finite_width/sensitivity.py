@@ -200,9 +200,10 @@ def sensitivity_correction(net, c0, q0=1.0, alphas=None, dc=1e-4, order=1, width
 
 def sensitivity_finite_width(net, c0, q0=1.0, width=None, alphas=None, dc=1e-4, order=1, **kw):
     """Finite-width sensitivity S_N(alpha) = d/dc0 E[c_hat^L] to O(1/N) (docs/theory.md Eq. 4.29),
-    or to O(1/N^2) with ``order=2`` (blocks two_layer / reduced / feedforward, and full, Sec. 4.12.7
-    (Sec. 4.12.5, Eq. 4.110): S_N = S_inf + delta/N + delta2/N^2,
-    Eq. 4.97, delta2 from :func:`sensitivity_correction2`; other blocks raise NotImplementedError).
+    or to O(1/N^2) with ``order=2`` (every block; the full one by quasi-Monte-Carlo, Sec. 4.12.5 and 4.12.7,
+    Eq. 4.110, 4.113): S_N = S_inf + delta/N + delta2/N^2 (Eq. 4.97, delta2 from :func:`sensitivity_correction2`,
+    which also gives its integration SE; ``n_samples``, ``n_scrambles`` pass through to it). A kinked user
+    callable in the full block raises NotImplementedError (its delta terms are not available).
 
     c_hat^L = Khat^L_12 / sqrt(Khat^L_11 Khat^L_22) for two inputs of norm q0 and
     correlation c0; E[c_hat] = c + (grad c . M + 1/2 Hess c : V)/N (delta method), so
