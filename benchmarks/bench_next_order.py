@@ -51,13 +51,11 @@ def networks_for_same_se(net, K0, fw, N=32, S_probe=20000):
 
 def bench_sensitivity(quick):
     """delta2 (theory, QMC) against simulated networks for the same SE of delta2 (Sec. 4.12.7)."""
-    import math
     import warnings
 
-    from validate_finite_width import simulate_full
+    from validate_finite_width import simulate_sensitivity_full
 
     from resscale.finite_width.sensitivity import sensitivity_correction2
-    from resscale.inputs import two_input_kernel
     rows = []
     for act in ("erf", "relu"):
         for L in ((4,) if quick else (4, 8)):
@@ -67,17 +65,8 @@ def bench_sensitivity(quick):
                 warnings.simplefilter("ignore")
                 t, (d2, se) = _time(lambda: sensitivity_correction2(net, 0.5, 1.0, n_samples=n, return_se=True))
             # simulation: per-network SD of N^2 dS from 20000 networks at N = 8 (Richardson, h = 0.02)
-            N, S_probe, h = 8, 20000, 0.02
-            ts, vals = 0.0, []
-            for hh in (-h, -h / 2, h / 2, h):
-                K0 = two_input_kernel(0.5 + hh, 1.0)
-                fw = rs.finite_width(net, K0=K0, method="exact")
-                th = dict(Ks=fw.extras["Ks"], A=fw.extras["A"], G=fw.extras["G"])
-                dt, (Kh, _) = _time(lambda: simulate_full(net, K0, N, S_probe, 139, th, chunk=20000))
-                ts += dt
-                vals.append(Kh[:, 0, 1] / np.sqrt(Kh[:, 0, 0] * Kh[:, 1, 1]))
-            c = np.stack(vals, 1)
-            r = (4 * (c[:, 2] - c[:, 1]) / h - (c[:, 3] - c[:, 0]) / (2 * h)) / 3
+            N, S_probe = 8, 20000
+            ts, r = _time(lambda: simulate_sensitivity_full(net, 0.5, N, S_probe))
             S_same = (N * N * r.std() / se) ** 2
             rows.append((act, L, n, t, d2, se, S_same, ts * S_same / S_probe))
             print(f"  {act} L={L}: delta2 {d2:.3f} +- {se:.3f} in {t:.1f} s", file=sys.stderr, flush=True)

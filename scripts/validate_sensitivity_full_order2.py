@@ -31,7 +31,6 @@ sys.path.insert(0, os.path.join(os.path.dirname(__file__), ".."))
 sys.path.insert(0, os.path.dirname(__file__))
 import resscale as rs  # noqa: E402
 from resscale._storage import load_json, save_json_atomic, write_marked_section  # noqa: E402
-from resscale.inputs import two_input_kernel  # noqa: E402
 
 CACHE = os.path.join(os.path.dirname(__file__), "..", ".cache", "validate_sensitivity_full_order2")
 POINTS = {
@@ -71,7 +70,7 @@ def theory_seed(key, pt, seed):
 
 def simulate_cell(key, pt, N, S=NETWORKS, h=H):
     """N [N (S_N - S_inf) - delta] from S simulated networks (cached)."""
-    from validate_finite_width import simulate_full
+    from validate_finite_width import simulate_sensitivity_full
 
     from resscale.finite_width.sensitivity import sensitivity_correction
     path = os.path.join(CACHE, f"{key}_sim_N{N}_S{S}.json")
@@ -79,15 +78,7 @@ def simulate_cell(key, pt, N, S=NETWORKS, h=H):
         return load_json(path)
     net, c0 = make_net(pt), pt["c0"]
     t0 = time.time()
-    vals = []
-    for dh in (-h, -h / 2, h / 2, h):
-        K0 = two_input_kernel(c0 + dh, 1.0)
-        fw = rs.finite_width(net, K0=K0, method="exact")
-        th = dict(Ks=fw.extras["Ks"], A=fw.extras["A"], G=fw.extras["G"])
-        Kh, _ = simulate_full(net, K0, N, S, 139, th, chunk=20000)
-        vals.append(Kh[:, 0, 1] / np.sqrt(Kh[:, 0, 0] * Kh[:, 1, 1]))
-    c = np.stack(vals, 1)
-    r = (4 * (c[:, 2] - c[:, 1]) / h - (c[:, 3] - c[:, 0]) / (2 * h)) / 3
+    r = simulate_sensitivity_full(net, c0, N, S, seed=139, h=h)
     S_inf, d1 = rs.sensitivity(net, c0, 1.0), sensitivity_correction(net, c0, 1.0)
     y, se = N * (r.mean() - S_inf), N * r.std(ddof=1) / math.sqrt(r.size)
     out = dict(N=N, S=S, S_N=float(r.mean()), S_inf=float(S_inf), delta=float(d1), y1=float(y), y1_se=float(se),

@@ -285,24 +285,15 @@ def test_sensitivity_order2_full_block_against_networks():
     import os
     import sys
     sys.path.insert(0, os.path.join(os.path.dirname(__file__), "..", "scripts"))
-    from validate_finite_width import simulate_full
+    from validate_finite_width import simulate_sensitivity_full
 
     from resscale.finite_width.sensitivity import sensitivity_correction, sensitivity_correction2
-    from resscale.inputs import two_input_kernel
     net = rs.ResNet(activation="erf", depth=4, alpha=0.6, sigma_w2=1.5, sigma_b2=0.1)
     c0, h, N, S = 0.5, 0.02, 16, 400_000
     S_inf = rs.sensitivity(net, c0, 1.0)
     d1 = sensitivity_correction(net, c0, 1.0)
     d2, d2_se = sensitivity_correction2(net, c0, 1.0, return_se=True)
-    vals = []
-    for hh in (-h, -h / 2, h / 2, h):
-        K0 = two_input_kernel(c0 + hh, 1.0)
-        fw = rs.finite_width(net, K0=K0, method="exact")
-        th = dict(Ks=fw.extras["Ks"], A=fw.extras["A"], G=fw.extras["G"])
-        Kh, _ = simulate_full(net, K0, N, S, 139, th, chunk=20000)
-        vals.append(Kh[:, 0, 1] / np.sqrt(Kh[:, 0, 0] * Kh[:, 1, 1]))
-    c = np.stack(vals, 1)
-    r = (4 * (c[:, 2] - c[:, 1]) / h - (c[:, 3] - c[:, 0]) / (2 * h)) / 3
+    r = simulate_sensitivity_full(net, c0, N, S, seed=139, h=h)
     y, se = N * (r.mean() - S_inf), N * r.std() / math.sqrt(r.size)
     assert abs(y - d1) / se > 5.0
     assert abs(y - d1 - d2 / N) / math.hypot(se, d2_se / N) < 4.0     # MC and integration SE combined

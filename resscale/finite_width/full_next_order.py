@@ -221,6 +221,32 @@ def _phi_jet(name, xj):
     return J.compose(J.phi_derivatives(name, xj[..., 0], J.KMAX), xj)
 
 
+def _jet_setup(net, K0, Ks=None, tensors=None):
+    """(phi key, kinked, Ks, tensors): what every jet pass shares: the mean-field kernels and, for a smooth
+    phi, the moment tensors of each layer (relu's population part is the arc-cosine closed form)."""
+    name = phi_key(net)
+    kinked = name == "relu"
+    if Ks is None:
+        Ks = mean_field_kernel(net, K0=K0, all_layers=True)
+    if tensors is None and not kinked:
+        tensors = [_moment_tensors(name, Ks[l]) for l in range(net.depth)]
+    return name, kinked, Ks, tensors
+
+
+def _population_G(name, Kj, tensors, layer, P):
+    """E_P[phi phi^T] at the jet kernel Kj of ``layer`` (x^layer feeds layer + 1)."""
+    return KN.relu_G_jet(Kj, P) if name == "relu" else _G_jet(Kj, tensors[layer], P)
+
+
+def _tagged_outer(name, xj, layer, kink=None):
+    """phi(x) phi(x)^T of tagged-neuron jets xj (B, P, NC) at ``layer`` (relu: with its relu^2 diagonal and
+    the kink markers, :func:`.full_kinks.tagged_outer`)."""
+    if name == "relu":
+        return KN.tagged_outer(xj, layer, kink)
+    p = _phi_jet(name, xj)
+    return J.outer(p, p)
+
+
 def kernel_jet(net, K0, seeds_x, seeds_y, tensors=None, Ks=None, kink=None):
     """T(P + t (delta_x - P) + u (delta_y - P)) as a jet (B, P, P, NC) (Eq. 4.104-4.105).
 
@@ -230,12 +256,7 @@ def kernel_jet(net, K0, seeds_x, seeds_y, tensors=None, Ks=None, kink=None):
     L, P = net.depth, K0.shape[0]
     B = seeds_x.shape[0]
     a, sw2, sb2 = net.alpha, net.sigma_w2, net.sigma_b2
-    name = phi_key(net)
-    kinked = name == "relu"
-    if Ks is None:
-        Ks = mean_field_kernel(net, K0=K0, all_layers=True)
-    if tensors is None and not kinked:
-        tensors = [_moment_tensors(name, Ks[l]) for l in range(L)]
+    name, _, Ks, tensors = _jet_setup(net, K0, Ks, tensors)
     t, u = J.var(0, (B,)), J.var(1, (B,))
     wP = J.const(np.ones(B)) - t - u                       # weight of the P-part
     L0 = np.linalg.cholesky(K0)
@@ -243,13 +264,8 @@ def kernel_jet(net, K0, seeds_x, seeds_y, tensors=None, Ks=None, kink=None):
     y = J.const(seeds_y[:, 0] @ L0.T)
     Kj = np.broadcast_to(J.const(K0), (B, P, P, J.NC)).copy()
     for l in range(1, L + 1):
-        if kinked:
-            Gp = KN.relu_G_jet(Kj, P)
-            ox, oy = KN.tagged_outer(x, l - 1, kink), KN.tagged_outer(y, l - 1)
-        else:
-            Gp = _G_jet(Kj, tensors[l - 1], P)
-            px, py = _phi_jet(name, x), _phi_jet(name, y)
-            ox, oy = J.outer(px, px), J.outer(py, py)
+        Gp = _population_G(name, Kj, tensors, l - 1, P)
+        ox, oy = _tagged_outer(name, x, l - 1, kink), _tagged_outer(name, y, l - 1)
         EQ = J.mul(wP[:, None, None], Gp) + J.mul(t[:, None, None], ox) + J.mul(u[:, None, None], oy)
         C = sw2 * EQ
         C[..., 0] += sb2
@@ -270,12 +286,7 @@ def ensemble_kernel_jet(net, K0, seeds_x, wx, seeds_y, wy, tensors=None, Ks=None
     :func:`kernel_jet`. seeds_x (n, L + 1, P), wx (C, n); seeds_y (m, L + 1, P), wy (C, m)."""
     L, P = net.depth, K0.shape[0]
     a, sw2, sb2 = net.alpha, net.sigma_w2, net.sigma_b2
-    name = phi_key(net)
-    kinked = name == "relu"
-    if Ks is None:
-        Ks = mean_field_kernel(net, K0=K0, all_layers=True)
-    if tensors is None and not kinked:
-        tensors = [_moment_tensors(name, Ks[l]) for l in range(L)]
+    name, _, Ks, tensors = _jet_setup(net, K0, Ks, tensors)
     wx, wy = np.atleast_2d(wx), np.atleast_2d(wy)
     nc, n, m = wx.shape[0], wx.shape[1], wy.shape[1]
     t, u = J.var(0, (nc,)), J.var(1, (nc,))
@@ -288,17 +299,11 @@ def ensemble_kernel_jet(net, K0, seeds_x, wx, seeds_y, wy, tensors=None, Ks=None
     def wmean(w, o):                                      # (C, k, P, P, NC) -> (C, P, P, NC)
         return np.einsum("ck,ck...->c...", w, o) / w.shape[1]
 
-    def outer_phi(z, layer):
-        flat = z.reshape(-1, P, J.NC)
-        if kinked:
-            o = KN.tagged_outer(flat, layer)
-        else:
-            p = _phi_jet(name, flat)
-            o = J.outer(p, p)
-        return o.reshape(z.shape[:2] + (P, P, J.NC))
+    def outer_phi(z, layer):                              # (C, k, P, NC) -> (C, k, P, P, NC)
+        return _tagged_outer(name, z.reshape(-1, P, J.NC), layer).reshape(z.shape[:2] + (P, P, J.NC))
 
     for l in range(1, L + 1):
-        Gp = KN.relu_G_jet(Kj, P) if kinked else _G_jet(Kj, tensors[l - 1], P)
+        Gp = _population_G(name, Kj, tensors, l - 1, P)
         EQ = (J.mul(wP[:, None, None], Gp) + J.mul(t[:, None, None], wmean(wx, outer_phi(x, l - 1)))
               + J.mul(u[:, None, None], wmean(wy, outer_phi(y, l - 1))))
         C = sw2 * EQ
@@ -347,9 +352,9 @@ def _pair_terms(F, ent, kinked=False, t3_pairs=True):
     M2 = f3xxx / 6.0 + f4 / 8.0
     # N^2 kappa3(Khat_i, Khat_j, Khat_k) = E f1 f1 f1 + sum_3 E f1_i(X) f1_j(Y) f2_k(X, Y)   (Eq. 4.110)
     o3 = lambda p, q, r: p[:, :, None, None] * q[:, None, :, None] * r[:, None, None, :]   # noqa: E731
-    pair = 0.5 * (o3(f1x, f1y, f2xy) + o3(f1y, f1x, f2xy))
     T3 = 0.5 * (o3(f1x, f1x, f1x) + o3(f1y, f1y, f1y))
     if t3_pairs:
+        pair = 0.5 * (o3(f1x, f1y, f2xy) + o3(f1y, f1x, f2xy))
         T3 = T3 + pair + pair.transpose(0, 1, 3, 2) + pair.transpose(0, 3, 2, 1)
     # controls with known mean: E f1 = E f2(X, Y) = E_X f3(X, Y, Y) = 0 (degenerate kernels); V, M: known
     # exactly. (Products of degenerate factors, e.g. f1(x) f1(y), also have mean 0, but as controls they
@@ -406,10 +411,7 @@ def full_next_order(net, K0, V=None, M=None, n_samples=None, n_scrambles=None, s
     R = int(n_scrambles or DEFAULT_SCRAMBLES)
     if R < 2:
         raise ValueError(f"n_scrambles must be >= 2 (the standard error needs the spread), got {R}")
-    Ks = mean_field_kernel(net, K0=K0, all_layers=True)
-    key = phi_key(net)
-    kinked = key == "relu"
-    tensors = None if kinked else [_moment_tensors(key, Ks[l]) for l in range(L)]
+    _, kinked, Ks, tensors = _jet_setup(net, K0)
     if kinked:
         cells = KN.kink_cells(net, Ks)
         n_kink = _samples(kink_samples if kink_samples is not None else max(2, n // 16))

@@ -119,17 +119,16 @@ def sensitivity_correction2(net, c0, q0=1.0, alphas=None, dc=None, n_r=12, n_t=8
     """
     from .next_order import check_next_order, next_order_theory
     check_next_order(net, 2, full=True)
+    if dc is None:
+        dc = FULL_KINKED_DC if net.block == "full" and not net.phi.smooth else 2e-3
     if net.block == "full":   # Sec. 4.12.5: moments by quasi-Monte-Carlo, the same seeds at both c0
-        if dc is None:
-            dc = 2e-3 if net.phi.smooth else FULL_KINKED_DC
         return _full_correction2(net, c0, q0, alphas, dc, n_r, n_t, n_samples, n_scrambles, return_se, seed)
-    dc = 2e-3 if dc is None else dc
 
     def coefficient(nn, K0):
         r = next_order_theory(nn, K0, n_r=n_r, n_t=n_t)
         return _corr_correction2(r["Ks"][-1], r["stats"])
     d2 = _d_dc0(coefficient, net, c0, q0, alphas, dc)
-    return (d2, 0.0 * np.asarray(d2) if np.ndim(d2) else 0.0) if return_se else d2
+    return (d2, np.zeros_like(d2) if np.ndim(d2) else 0.0) if return_se else d2
 
 
 def _full_correction2(net, c0, q0, alphas, dc, n_r, n_t, n_samples, n_scrambles, return_se, seed):
